@@ -1,0 +1,20 @@
+//! Kedai's schema, as sea-orm migrations that run unchanged on SQLite and
+//! PostgreSQL. Each later capability adds its own migration file here; a
+//! migration that has shipped is never edited, only followed by a new one.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_create_shop;
+mod m20261124_000002_product_search;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261124_000001_create_shop::Migration),
+            Box::new(m20261124_000002_product_search::Migration),
+        ]
+    }
+}

@@ -1,0 +1,211 @@
+//! The one place that wires configuration to backends, state, routes and
+//! background tasks. Tests build the same `Application` on port 0.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::{self, DefaultHeaders};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sea_orm::DatabaseConnection;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::catalog::{self, Catalog};
+use crate::config::Settings;
+use crate::ops;
+use crate::platform::db;
+use crate::web::assets;
+use crate::web::error::{AppError, not_found};
+
+/// What every request handler and background task can reach.
+#[derive(Clone)]
+pub struct AppContext {
+    pub settings: Arc<Settings>,
+    pub db: DatabaseConnection,
+    pub catalog: Catalog,
+    pub metrics: PrometheusHandle,
+    /// Cancelled when the process starts shutting down.
+    pub shutdown: CancellationToken,
+}
+
+/// A built, listening application that has not started serving yet.
+pub struct Application {
+    port: u16,
+    server: Server,
+    context: AppContext,
+    tasks: TaskTracker,
+}
+
+impl Application {
+    /// Connects, migrates, seeds the demo shop when empty, loads the
+    /// catalog, binds the listener and starts background tasks.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let metrics = ops::metrics::handle();
+        ::metrics::gauge!("kedai_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        warn_about_embedded_backends(&settings);
+
+        let db = db::connect(&settings.database).await?;
+        if settings.database.migrate_on_start {
+            db::migrate(&db).await?;
+        }
+        if settings.database.seed_demo_on_empty {
+            let seeded = Catalog::seed_demo_if_empty(&db).await?;
+            if seeded > 0 {
+                tracing::info!(products = seeded, "seeded the demo catalog");
+            }
+        }
+        let catalog = Catalog::load(db.clone(), settings.catalog.clone()).await?;
+
+        let listener = TcpListener::bind(settings.server.bind).with_context(|| {
+            format!("could not listen on server.bind = {}", settings.server.bind)
+        })?;
+        let port = listener.local_addr()?.port();
+
+        let context = AppContext {
+            settings: Arc::new(settings),
+            db,
+            catalog,
+            metrics,
+            shutdown: CancellationToken::new(),
+        };
+        let tasks = TaskTracker::new();
+        tasks.spawn(
+            context
+                .catalog
+                .clone()
+                .run_refresh_loop(context.shutdown.clone()),
+        );
+
+        let server = http_server(listener, context.clone())?;
+        tracing::info!(
+            port,
+            public_url = %context.settings.server.public_url,
+            database = ?context.settings.database.kind,
+            "kedai is listening"
+        );
+        Ok(Application {
+            port,
+            server,
+            context,
+            tasks,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn context(&self) -> &AppContext {
+        &self.context
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully: readiness
+    /// fails, no new connections are accepted, in-flight requests and
+    /// background steps finish within `server.shutdown_grace`.
+    pub async fn run_until_stopped(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Application {
+            server,
+            context,
+            tasks,
+            ..
+        } = self;
+        let handle = server.handle();
+        let mut serving = tokio::spawn(server);
+        tokio::select! {
+            result = &mut serving => {
+                context.shutdown.cancel();
+                return result.context("the server task failed")?.context("the server failed");
+            }
+            _ = signal => {}
+        }
+        let grace = context.settings.server.shutdown_grace;
+        tracing::info!(grace_secs = grace.as_secs(), "shutting down");
+        context.shutdown.cancel();
+        handle.stop(true).await;
+        let _ = serving.await;
+        tasks.close();
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!("background tasks did not finish within the grace period");
+        }
+        if let Err(error) = context.db.clone().close().await {
+            tracing::warn!(error = %error, "closing the database pool failed");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn http_server(listener: TcpListener, context: AppContext) -> anyhow::Result<Server> {
+    let settings = context.settings.clone();
+    let data = web::Data::new(context);
+    let access_log = settings.server.access_log;
+    let max_body = settings.server.max_body_bytes;
+    let https = settings.server.public_url.scheme() == "https";
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .app_data(web::FormConfig::default().limit(max_body))
+            .app_data(web::JsonConfig::default().limit(max_body))
+            .app_data(web::QueryConfig::default().error_handler(|error, _| {
+                AppError::BadRequest(format!("The address has an invalid parameter: {error}"))
+                    .into()
+            }))
+            .app_data(web::PathConfig::default().error_handler(|_, _| AppError::NotFound.into()))
+            .wrap(middleware::Compress::default())
+            .wrap(security_headers(https))
+            .wrap(middleware::from_fn(move |req, next| {
+                ops::middleware::observe(access_log, req, next)
+            }))
+            .configure(ops::configure)
+            .configure(catalog::routes::configure)
+            .route("/static/{path:.*}", web::get().to(assets::serve_static))
+            .default_service(web::to(not_found))
+    })
+    .shutdown_timeout(settings.server.shutdown_grace.as_secs().max(1))
+    .disable_signals();
+    if settings.server.workers > 0 {
+        server = server.workers(settings.server.workers);
+    }
+    Ok(server.listen(listener)?.run())
+}
+
+/// Headers on every response. The CSP allows no inline script or style.
+fn security_headers(https: bool) -> DefaultHeaders {
+    let mut headers = DefaultHeaders::new()
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("Referrer-Policy", "strict-origin-when-cross-origin"))
+        .add((
+            "Permissions-Policy",
+            "camera=(), microphone=(), geolocation=()",
+        ))
+        .add((
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+             object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+        ));
+    if https {
+        headers = headers.add((
+            "Strict-Transport-Security",
+            "max-age=31536000; includeSubDomains",
+        ));
+    }
+    headers
+}
+
+fn warn_about_embedded_backends(settings: &Settings) {
+    let embedded = settings.embedded_backends();
+    if settings.is_production() && !embedded.is_empty() {
+        tracing::warn!(
+            embedded = embedded.join(", "),
+            "PRODUCTION PROFILE IS USING EMBEDDED BACKENDS: these do not scale across replicas"
+        );
+    } else if !embedded.is_empty() {
+        tracing::info!(embedded = embedded.join(", "), "using embedded backends");
+    }
+}

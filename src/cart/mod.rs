@@ -1,0 +1,3 @@
+//! Cart: schema only so far; behaviour arrives with the shop capability.
+
+pub mod entity;

@@ -1,0 +1,194 @@
+//! The catalog a shopper browses: categories, products, variants, prices,
+//! stock states and search.
+//!
+//! Reads come from an in-memory [`CatalogSnapshot`] that every replica
+//! refreshes when the database's catalog version changes; search runs on the
+//! database's full-text index and its results are cached per version. Writes
+//! go through `repo` and bump the version in the same transaction.
+
+pub mod demo;
+pub mod demo_data;
+pub mod entity;
+pub mod media;
+pub mod model;
+pub mod read_model;
+pub mod repo;
+pub mod routes;
+pub mod views;
+
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use sea_orm::{DatabaseConnection, DbErr};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CatalogSettings;
+pub use model::{Category, Money, Product, SortOrder, StockState, Variant};
+pub use read_model::{CatalogSnapshot, SearchTerms};
+
+/// The search results for one normalised query, best first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchHits {
+    /// What was searched for, after normalisation.
+    pub query: String,
+    /// Set when no product matched the words as typed and the words were
+    /// corrected: what was searched for instead.
+    pub corrected: Option<String>,
+    pub product_ids: Vec<i64>,
+}
+
+/// Shared handle to the catalog; cheap to clone.
+#[derive(Clone)]
+pub struct Catalog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    settings: CatalogSettings,
+    snapshot: RwLock<Arc<CatalogSnapshot>>,
+    search_cache: quick_cache::sync::Cache<(i64, String), Arc<SearchHits>>,
+}
+
+impl Catalog {
+    /// Loads the snapshot from the database.
+    pub async fn load(db: DatabaseConnection, settings: CatalogSettings) -> anyhow::Result<Self> {
+        let snapshot = Self::read_snapshot(&db, &settings)
+            .await
+            .context("could not load the catalog")?;
+        Ok(Catalog {
+            inner: Arc::new(Inner {
+                search_cache: quick_cache::sync::Cache::new(settings.search_cache_entries.max(16)),
+                db,
+                settings,
+                snapshot: RwLock::new(Arc::new(snapshot)),
+            }),
+        })
+    }
+
+    async fn read_snapshot(
+        db: &DatabaseConnection,
+        settings: &CatalogSettings,
+    ) -> Result<CatalogSnapshot, DbErr> {
+        let (version, categories, products) =
+            repo::load_catalog(db, settings.low_stock_threshold).await?;
+        Ok(CatalogSnapshot::build(version, categories, products))
+    }
+
+    pub fn settings(&self) -> &CatalogSettings {
+        &self.inner.settings
+    }
+
+    /// The current snapshot. Holders keep a consistent view even while a
+    /// newer one is swapped in.
+    pub fn snapshot(&self) -> Arc<CatalogSnapshot> {
+        self.inner
+            .snapshot
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Reloads the snapshot unconditionally.
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let snapshot = Self::read_snapshot(&self.inner.db, &self.inner.settings).await?;
+        let products = snapshot.product_count();
+        let version = snapshot.version;
+        *self
+            .inner
+            .snapshot
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(snapshot);
+        metrics::gauge!("kedai_catalog_version").set(version as f64);
+        metrics::gauge!("kedai_catalog_products").set(products as f64);
+        tracing::info!(version, products, "catalog snapshot loaded");
+        Ok(())
+    }
+
+    /// One step of the refresh loop: reloads when another writer (this or
+    /// another replica) has bumped the catalog version. Returns whether it
+    /// reloaded.
+    pub async fn refresh_if_changed(&self) -> anyhow::Result<bool> {
+        let version = repo::current_version(&self.inner.db).await?;
+        if version == self.snapshot().version {
+            return Ok(false);
+        }
+        self.reload().await?;
+        Ok(true)
+    }
+
+    /// Polls the catalog version until shutdown.
+    pub async fn run_refresh_loop(self, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(self.inner.settings.refresh_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {
+                    if let Err(error) = self.refresh_if_changed().await {
+                        tracing::warn!(error = format!("{error:#}"), "catalog refresh failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Full-text search over product names, tags and descriptions: every
+    /// word first, then any word, then with typos corrected.
+    pub async fn search(&self, terms: &SearchTerms) -> Result<Arc<SearchHits>, DbErr> {
+        let snapshot = self.snapshot();
+        let query = terms.joined();
+        let key = (snapshot.version, query.clone());
+        if let Some(hits) = self.inner.search_cache.get(&key) {
+            metrics::counter!("kedai_search_total", "cache" => "hit").increment(1);
+            return Ok(hits);
+        }
+        metrics::counter!("kedai_search_total", "cache" => "miss").increment(1);
+        let db = &self.inner.db;
+        let mut corrected = None;
+        let mut ids = repo::search_product_ids(db, terms.terms(), repo::Match::All).await?;
+        if ids.is_empty() && terms.terms().len() > 1 {
+            ids = repo::search_product_ids(db, terms.terms(), repo::Match::Any).await?;
+        }
+        if ids.is_empty()
+            && let Some(fixed) = snapshot.correct_terms(terms.terms())
+        {
+            ids = repo::search_product_ids(db, &fixed, repo::Match::All).await?;
+            if ids.is_empty() && fixed.len() > 1 {
+                ids = repo::search_product_ids(db, &fixed, repo::Match::Any).await?;
+            }
+            if !ids.is_empty() {
+                corrected = Some(fixed.join(" "));
+            }
+        }
+        // Products hidden from the snapshot (archived, no variants) never show.
+        ids.retain(|id| snapshot.product_by_id(*id).is_some());
+        let hits = Arc::new(SearchHits {
+            query,
+            corrected,
+            product_ids: ids,
+        });
+        self.inner.search_cache.insert(key, hits.clone());
+        Ok(hits)
+    }
+
+    /// Seeds the demo catalog when the database has no products yet.
+    /// Returns how many products were inserted (0 when not empty).
+    pub async fn seed_demo_if_empty(db: &DatabaseConnection) -> anyhow::Result<usize> {
+        if repo::product_count(db).await? > 0 {
+            return Ok(0);
+        }
+        match repo::insert_catalog(db, demo::demo_catalog()).await {
+            Ok(inserted) => Ok(inserted),
+            // Another replica seeding at the same moment wins the unique
+            // slugs; its catalog is the same one.
+            Err(_) if repo::product_count(db).await? > 0 => Ok(0),
+            Err(error) => Err(anyhow::Error::new(error).context("could not seed the demo catalog")),
+        }
+    }
+
+    /// Sets one variant's stock on hand; the snapshot follows on the next refresh.
+    pub async fn set_stock(&self, sku: &str, stock_on_hand: i32) -> anyhow::Result<bool> {
+        Ok(repo::set_stock(&self.inner.db, sku, stock_on_hand).await?)
+    }
+}

@@ -1,0 +1,26 @@
+//! Command-line interface of the `kedai` binary.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kedai",
+    version,
+    about = "An online shop with a WhatsApp shopping assistant, in one binary."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the shop (the default when no command is given).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Seed the demo catalog if the database has no products, and exit.
+    SeedDemo,
+    /// Print the effective configuration, secrets redacted, and exit.
+    Config,
+}

@@ -1,0 +1,710 @@
+//! Configuration: compiled-in defaults, an optional profile file, then the
+//! environment.
+//!
+//! Every struct denies unknown fields, so a misspelt key in a file or an
+//! environment variable stops startup with the key's name instead of being
+//! silently ignored. Secrets are [`SecretString`]s; they are only ever
+//! printed through [`Settings::redacted`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+/// The defaults, compiled into the binary so that `kedai` runs from any folder.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Where a configuration comes from, besides the compiled-in defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources {
+    /// `KEDAI_PROFILE`: loads `<config_dir>/<profile>.toml` on top of the defaults.
+    pub profile: Option<String>,
+    /// `KEDAI_CONFIG_DIR`, default `config`.
+    pub config_dir: Option<PathBuf>,
+    /// Read `KEDAI__SECTION__KEY` variables from the process environment.
+    pub use_environment: bool,
+    /// Extra key/value overrides applied last (tests use these instead of
+    /// mutating the process environment, which parallel tests share).
+    pub overrides: Vec<(String, String)>,
+}
+
+impl ConfigSources {
+    /// The sources a deployed binary uses: profile and directory from the environment.
+    pub fn from_env() -> Self {
+        Self {
+            profile: std::env::var("KEDAI_PROFILE")
+                .ok()
+                .filter(|p| !p.is_empty()),
+            config_dir: std::env::var_os("KEDAI_CONFIG_DIR").map(PathBuf::from),
+            use_environment: true,
+            overrides: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub log: LogSettings,
+    pub database: DatabaseSettings,
+    pub catalog: CatalogSettings,
+    pub redis: RedisSettings,
+    pub queue: QueueSettings,
+    pub objects: ObjectsSettings,
+    pub llm: LlmSettings,
+    pub embeddings: EmbeddingsSettings,
+    pub vectors: VectorsSettings,
+    pub messaging: MessagingSettings,
+    pub payments: PaymentsSettings,
+    pub carrier: CarrierSettings,
+    pub alerts: AlertsSettings,
+    pub aws: AwsSettings,
+    pub twilio: TwilioSettings,
+    pub stripe: StripeSettings,
+    pub lark: LarkSettings,
+    /// The profile that was loaded, if any (not a key in the files).
+    #[serde(skip)]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    pub public_url: Url,
+    pub workers: usize,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub max_body_bytes: usize,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub kind: DatabaseKind,
+    /// May carry a password, so it is treated as a secret.
+    pub url: SecretString,
+    pub migrate_on_start: bool,
+    pub seed_demo_on_empty: bool,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub sqlite_busy_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSettings {
+    pub page_size: u64,
+    pub low_stock_threshold: i32,
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    pub search_cache_entries: usize,
+    #[serde(with = "humantime_serde")]
+    pub page_max_age: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisKind {
+    None,
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub kind: RedisKind,
+    /// May carry a password.
+    pub url: SecretString,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueKind {
+    Database,
+    Sqs,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    pub kind: QueueKind,
+    pub sqs_queue_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectsKind {
+    Local,
+    S3,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectsSettings {
+    pub kind: ObjectsKind,
+    pub path: PathBuf,
+    pub bucket: String,
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmKind {
+    Offline,
+    Bedrock,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSettings {
+    pub kind: LlmKind,
+    pub model_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingsKind {
+    Local,
+    Bedrock,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsSettings {
+    pub kind: EmbeddingsKind,
+    pub model_id: String,
+    pub dimensions: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorsKind {
+    Embedded,
+    OpenSearch,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorsSettings {
+    pub kind: VectorsKind,
+    pub path: PathBuf,
+    pub endpoint: String,
+    pub index: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessagingKind {
+    Recorded,
+    Twilio,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagingSettings {
+    pub kind: MessagingKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentsKind {
+    Test,
+    Stripe,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsSettings {
+    pub kind: PaymentsKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CarrierKind {
+    Manual,
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarrierSettings {
+    pub kind: CarrierKind,
+    pub base_url: String,
+    pub api_key: SecretString,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertsKind {
+    Log,
+    Lark,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSettings {
+    pub kind: AlertsKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSettings {
+    pub region: String,
+    pub endpoint_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioSettings {
+    pub account_sid: String,
+    pub auth_token: SecretString,
+    pub from: String,
+    pub api_base: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeSettings {
+    pub secret_key: SecretString,
+    pub webhook_secret: SecretString,
+    pub api_base: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LarkSettings {
+    pub webhook_url: String,
+    pub secret: SecretString,
+}
+
+/// True when a secret has a non-empty value.
+pub fn is_set(secret: &SecretString) -> bool {
+    !secret.expose_secret().is_empty()
+}
+
+impl Settings {
+    /// Loads and validates the configuration from the given sources.
+    pub fn load(sources: &ConfigSources) -> anyhow::Result<Self> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(profile) = &sources.profile {
+            validate_profile_name(profile)?;
+            let dir = sources
+                .config_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("config"));
+            let path = dir.join(format!("{profile}.toml"));
+            if !path.is_file() {
+                bail!(
+                    "KEDAI_PROFILE={profile} but the profile file {} does not exist",
+                    path.display()
+                );
+            }
+            builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml));
+        }
+        if sources.use_environment {
+            builder = builder.add_source(
+                Environment::with_prefix("KEDAI")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            );
+        }
+        for (key, value) in &sources.overrides {
+            builder = builder
+                .set_override(key.as_str(), value.as_str())
+                .with_context(|| format!("invalid override for key `{key}`"))?;
+        }
+        let merged = builder
+            .build()
+            .context("could not read the configuration")?;
+        let mut settings: Settings = merged
+            .try_deserialize()
+            .map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))?;
+        settings.profile = sources.profile.clone();
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the rules that types alone cannot express; each error names its key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let url = self.database.url.expose_secret();
+        let scheme_ok = match self.database.kind {
+            DatabaseKind::Sqlite => url.starts_with("sqlite:"),
+            DatabaseKind::Postgres => {
+                url.starts_with("postgres://") || url.starts_with("postgresql://")
+            }
+        };
+        if !scheme_ok {
+            bail!(
+                "database.url does not match database.kind = {:?} (expected a {} URL)",
+                self.database.kind,
+                match self.database.kind {
+                    DatabaseKind::Sqlite => "sqlite:",
+                    DatabaseKind::Postgres => "postgres://",
+                }
+            );
+        }
+        if self.database.max_connections == 0 {
+            bail!("database.max_connections must be at least 1");
+        }
+        if self.database.min_connections > self.database.max_connections {
+            bail!("database.min_connections must not exceed database.max_connections");
+        }
+        if self.catalog.page_size == 0 || self.catalog.page_size > 200 {
+            bail!("catalog.page_size must be between 1 and 200");
+        }
+        if self.catalog.refresh_interval < Duration::from_millis(100) {
+            bail!("catalog.refresh_interval must be at least 100ms");
+        }
+        if self.server.max_body_bytes < 1024 {
+            bail!("server.max_body_bytes must be at least 1024");
+        }
+        if !matches!(self.server.public_url.scheme(), "http" | "https") {
+            bail!("server.public_url must be an http or https URL");
+        }
+        if self.redis.kind == RedisKind::Redis && !is_set(&self.redis.url) {
+            bail!("redis.url is required when redis.kind = \"redis\"");
+        }
+        if self.queue.kind == QueueKind::Sqs && self.queue.sqs_queue_url.is_empty() {
+            bail!("queue.sqs_queue_url is required when queue.kind = \"sqs\"");
+        }
+        if self.objects.kind == ObjectsKind::S3 && self.objects.bucket.is_empty() {
+            bail!("objects.bucket is required when objects.kind = \"s3\"");
+        }
+        if self.vectors.kind == VectorsKind::OpenSearch && self.vectors.endpoint.is_empty() {
+            bail!("vectors.endpoint is required when vectors.kind = \"opensearch\"");
+        }
+        if self.messaging.kind == MessagingKind::Twilio
+            && (self.twilio.account_sid.is_empty() || !is_set(&self.twilio.auth_token))
+        {
+            bail!(
+                "twilio.account_sid and twilio.auth_token are required when messaging.kind = \"twilio\""
+            );
+        }
+        if self.payments.kind == PaymentsKind::Stripe
+            && (!is_set(&self.stripe.secret_key) || !is_set(&self.stripe.webhook_secret))
+        {
+            bail!(
+                "stripe.secret_key and stripe.webhook_secret are required when payments.kind = \"stripe\""
+            );
+        }
+        if self.carrier.kind == CarrierKind::Http && self.carrier.base_url.is_empty() {
+            bail!("carrier.base_url is required when carrier.kind = \"http\"");
+        }
+        if self.alerts.kind == AlertsKind::Lark && self.lark.webhook_url.is_empty() {
+            bail!("lark.webhook_url is required when alerts.kind = \"lark\"");
+        }
+        Ok(())
+    }
+
+    /// True when this process runs with the production profile.
+    pub fn is_production(&self) -> bool {
+        self.profile.as_deref() == Some("production")
+    }
+
+    /// The embedded defaults that are still in use; logged loudly in production.
+    pub fn embedded_backends(&self) -> Vec<&'static str> {
+        let mut embedded = Vec::new();
+        if self.database.kind == DatabaseKind::Sqlite {
+            embedded.push("database=sqlite");
+        }
+        if self.redis.kind == RedisKind::None {
+            embedded.push("redis=none");
+        }
+        if self.queue.kind == QueueKind::Database {
+            embedded.push("queue=database");
+        }
+        if self.objects.kind == ObjectsKind::Local {
+            embedded.push("objects=local");
+        }
+        if self.llm.kind == LlmKind::Offline {
+            embedded.push("llm=offline");
+        }
+        if self.embeddings.kind == EmbeddingsKind::Local {
+            embedded.push("embeddings=local");
+        }
+        if self.vectors.kind == VectorsKind::Embedded {
+            embedded.push("vectors=embedded");
+        }
+        if self.messaging.kind == MessagingKind::Recorded {
+            embedded.push("messaging=recorded");
+        }
+        if self.payments.kind == PaymentsKind::Test {
+            embedded.push("payments=test");
+        }
+        if self.carrier.kind == CarrierKind::Manual {
+            embedded.push("carrier=manual");
+        }
+        embedded
+    }
+
+    /// The effective configuration as TOML with every secret replaced by
+    /// `"<redacted>"` (or `""` when unset). Safe to print and log.
+    pub fn redacted(&self) -> anyhow::Result<String> {
+        // Rebuild the tree from the typed settings so that what is printed is
+        // what the process uses, not what a file said.
+        let value = serde_json::json!({
+            "server": {
+                "bind": self.server.bind.to_string(),
+                "public_url": self.server.public_url.as_str(),
+                "workers": self.server.workers,
+                "shutdown_grace": humantime::format_duration(self.server.shutdown_grace).to_string(),
+                "max_body_bytes": self.server.max_body_bytes,
+                "access_log": self.server.access_log,
+            },
+            "log": { "level": self.log.level, "format": format!("{:?}", self.log.format).to_lowercase() },
+            "database": {
+                "kind": format!("{:?}", self.database.kind).to_lowercase(),
+                "url": redact_url(self.database.url.expose_secret()),
+                "migrate_on_start": self.database.migrate_on_start,
+                "seed_demo_on_empty": self.database.seed_demo_on_empty,
+                "max_connections": self.database.max_connections,
+                "min_connections": self.database.min_connections,
+                "acquire_timeout": humantime::format_duration(self.database.acquire_timeout).to_string(),
+                "sqlite_busy_timeout": humantime::format_duration(self.database.sqlite_busy_timeout).to_string(),
+            },
+            "catalog": {
+                "page_size": self.catalog.page_size,
+                "low_stock_threshold": self.catalog.low_stock_threshold,
+                "refresh_interval": humantime::format_duration(self.catalog.refresh_interval).to_string(),
+                "search_cache_entries": self.catalog.search_cache_entries,
+                "page_max_age": humantime::format_duration(self.catalog.page_max_age).to_string(),
+            },
+            "redis": {
+                "kind": format!("{:?}", self.redis.kind).to_lowercase(),
+                "url": redact_url(self.redis.url.expose_secret()),
+                "key_prefix": self.redis.key_prefix,
+            },
+            "queue": { "kind": format!("{:?}", self.queue.kind).to_lowercase(), "sqs_queue_url": self.queue.sqs_queue_url },
+            "objects": {
+                "kind": format!("{:?}", self.objects.kind).to_lowercase(),
+                "path": self.objects.path.display().to_string(),
+                "bucket": self.objects.bucket,
+                "prefix": self.objects.prefix,
+            },
+            "llm": { "kind": format!("{:?}", self.llm.kind).to_lowercase(), "model_id": self.llm.model_id },
+            "embeddings": {
+                "kind": format!("{:?}", self.embeddings.kind).to_lowercase(),
+                "model_id": self.embeddings.model_id,
+                "dimensions": self.embeddings.dimensions,
+            },
+            "vectors": {
+                "kind": format!("{:?}", self.vectors.kind).to_lowercase(),
+                "path": self.vectors.path.display().to_string(),
+                "endpoint": self.vectors.endpoint,
+                "index": self.vectors.index,
+            },
+            "messaging": { "kind": format!("{:?}", self.messaging.kind).to_lowercase() },
+            "payments": { "kind": format!("{:?}", self.payments.kind).to_lowercase() },
+            "carrier": {
+                "kind": format!("{:?}", self.carrier.kind).to_lowercase(),
+                "base_url": self.carrier.base_url,
+                "api_key": redact(&self.carrier.api_key),
+            },
+            "alerts": { "kind": format!("{:?}", self.alerts.kind).to_lowercase() },
+            "aws": { "region": self.aws.region, "endpoint_url": self.aws.endpoint_url },
+            "twilio": {
+                "account_sid": self.twilio.account_sid,
+                "auth_token": redact(&self.twilio.auth_token),
+                "from": self.twilio.from,
+                "api_base": self.twilio.api_base,
+            },
+            "stripe": {
+                "secret_key": redact(&self.stripe.secret_key),
+                "webhook_secret": redact(&self.stripe.webhook_secret),
+                "api_base": self.stripe.api_base,
+            },
+            "lark": { "webhook_url": redact_url(&self.lark.webhook_url), "secret": redact(&self.lark.secret) },
+        });
+        let mut out = String::new();
+        if let Some(profile) = &self.profile {
+            out.push_str(&format!("# profile: {profile}\n"));
+        }
+        out.push_str(&toml_from_json(&value));
+        Ok(out)
+    }
+}
+
+fn validate_profile_name(profile: &str) -> anyhow::Result<()> {
+    let ok = profile
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok || profile.is_empty() {
+        bail!("KEDAI_PROFILE must be letters, digits, '-' or '_' (got {profile:?})");
+    }
+    Ok(())
+}
+
+fn redact(secret: &SecretString) -> &'static str {
+    if is_set(secret) { "<redacted>" } else { "" }
+}
+
+/// Hides the password of a URL such as `postgres://user:pass@host/db`, and the
+/// whole path of webhook URLs whose path is the secret.
+fn redact_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("<redacted>"));
+            url.to_string()
+        }
+        Ok(url)
+            if url
+                .host_str()
+                .is_some_and(|h| h.contains("larksuite") || h.contains("feishu")) =>
+        {
+            format!(
+                "{}://{}/<redacted>",
+                url.scheme(),
+                url.host_str().unwrap_or_default()
+            )
+        }
+        _ => raw.to_string(),
+    }
+}
+
+/// Writes a two-level JSON object (sections of scalar keys) as TOML.
+fn toml_from_json(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let Some(sections) = value.as_object() else {
+        return out;
+    };
+    for (section, keys) in sections {
+        out.push_str(&format!("\n[{section}]\n"));
+        if let Some(keys) = keys.as_object() {
+            for (key, value) in keys {
+                out.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+    }
+    out
+}
+
+/// Resolves a path in the configuration relative to the working directory.
+pub fn resolve(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(overrides: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        Settings::load(&ConfigSources {
+            overrides: overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..ConfigSources::default()
+        })
+    }
+
+    #[test]
+    fn defaults_load_and_use_embedded_backends() {
+        let settings = with(&[]).expect("defaults are valid");
+        assert_eq!(settings.database.kind, DatabaseKind::Sqlite);
+        assert_eq!(settings.server.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.server.shutdown_grace, Duration::from_secs(30));
+        assert!(settings.embedded_backends().contains(&"payments=test"));
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let error = with(&[("server.bnid", "0.0.0.0:1")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("bnid"), "{error}");
+    }
+
+    #[test]
+    fn unknown_section_is_rejected_with_its_name() {
+        let error = with(&[("databse.url", "x")]).unwrap_err().to_string();
+        assert!(error.contains("databse"), "{error}");
+    }
+
+    #[test]
+    fn invalid_value_names_the_key() {
+        let error = with(&[("server.bind", "not an address")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("server.bind"), "{error}");
+        let error = with(&[("queue.kind", "kafka")]).unwrap_err().to_string();
+        assert!(error.contains("queue.kind"), "{error}");
+    }
+
+    #[test]
+    fn database_kind_must_match_url() {
+        let error = with(&[("database.kind", "postgres")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("database.url"), "{error}");
+    }
+
+    #[test]
+    fn production_adapters_require_their_settings() {
+        let error = with(&[("payments.kind", "stripe")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("stripe.secret_key"), "{error}");
+    }
+
+    #[test]
+    fn redacted_output_hides_secrets() {
+        let settings = with(&[
+            ("database.kind", "postgres"),
+            ("database.url", "postgres://kedai:hunter2@db:5432/kedai"),
+            ("stripe.webhook_secret", "whsec_supersecret"),
+        ])
+        .expect("valid");
+        let printed = settings.redacted().expect("prints");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("supersecret"), "{printed}");
+        assert!(
+            printed.contains("webhook_secret = \"<redacted>\""),
+            "{printed}"
+        );
+        assert!(printed.contains("[database]"), "{printed}");
+        // Debug output of the settings never shows secret values either.
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("supersecret"));
+    }
+}

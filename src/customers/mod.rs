@@ -1,0 +1,3 @@
+//! Customers: schema only so far; behaviour arrives with the shop capability.
+
+pub mod entity;

@@ -1,0 +1,14 @@
+//! Kedai: one binary that runs an online shop with a WhatsApp shopping
+//! assistant. See ARCHITECTURE.md for the map.
+
+pub mod app;
+pub mod cart;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod customers;
+pub mod events;
+pub mod ops;
+pub mod orders;
+pub mod platform;
+pub mod web;

@@ -1,0 +1,109 @@
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use kedai::app::Application;
+use kedai::catalog::Catalog;
+use kedai::cli::{Cli, Command};
+use kedai::config::{ConfigSources, Settings};
+use kedai::ops::telemetry;
+use kedai::platform::db;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(&ConfigSources::from_env()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("kedai: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Config) = cli.command {
+        return match settings.redacted() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("kedai: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    telemetry::init(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kedai: could not start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "kedai failed");
+            eprintln!("kedai: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let connection = db::connect(&settings.database).await?;
+            db::migrate(&connection).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::SeedDemo => {
+            let connection = db::connect(&settings.database).await?;
+            db::migrate(&connection).await?;
+            let seeded = Catalog::seed_demo_if_empty(&connection).await?;
+            if seeded > 0 {
+                println!("seeded {seeded} demo products");
+            } else {
+                println!("the catalog already has products; nothing seeded");
+            }
+            Ok(())
+        }
+        Command::Config => unreachable!("handled before the runtime starts"),
+    }
+}
+
+/// Completes on SIGTERM (container stop) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("could not listen for SIGTERM")
+            {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "only Ctrl-C will stop the server"
+                    );
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => tracing::info!("received SIGINT"),
+            _ = terminate.recv() => tracing::info!("received SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

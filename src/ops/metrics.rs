@@ -1,0 +1,63 @@
+//! Prometheus metrics. The `metrics` facade has one recorder per process,
+//! installed on first use; several apps in one test process share it, so
+//! tests compare before/after values instead of absolute ones.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Latency buckets in seconds, from 0.25 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process's recorder handle, installing the recorder on first call.
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), LATENCY_BUCKETS)
+                .expect("the bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (a test harness);
+            // then ours still renders what was recorded through it.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "http_requests_total",
+        "HTTP requests by route, method and status."
+    );
+    metrics::describe_histogram!(
+        "http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "HTTP request latency by route and method."
+    );
+    metrics::describe_gauge!(
+        "db_pool_connections",
+        "Open database connections in the pool."
+    );
+    metrics::describe_gauge!(
+        "db_pool_idle_connections",
+        "Idle database connections in the pool."
+    );
+    metrics::describe_gauge!("db_pool_max_connections", "Configured pool size.");
+    metrics::describe_gauge!(
+        "kedai_catalog_version",
+        "Catalog version of this replica's snapshot."
+    );
+    metrics::describe_gauge!(
+        "kedai_catalog_products",
+        "Products in this replica's snapshot."
+    );
+    metrics::describe_counter!("kedai_search_total", "Searches, by cache hit or miss.");
+    metrics::describe_gauge!("kedai_build_info", "Always 1; labels carry the version.");
+}

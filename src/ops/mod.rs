@@ -1,0 +1,75 @@
+//! Operations: health checks for the load balancer, Prometheus metrics,
+//! logging and the per-request middleware.
+
+pub mod metrics;
+pub mod middleware;
+pub mod telemetry;
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use crate::app::AppContext;
+use crate::platform::db;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(show_health))
+        .route("/readyz", web::get().to(show_readiness))
+        .route("/metrics", web::get().to(show_metrics));
+}
+
+/// Liveness: the process is up and serving HTTP. Checks nothing else, so a
+/// slow database never gets a healthy replica restarted.
+pub async fn show_health() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(json!({ "status": "ok" }))
+}
+
+/// Readiness: this replica should get traffic. Fails while shutting down
+/// (so the balancer drains it) and when the database does not answer.
+pub async fn show_readiness(ctx: web::Data<AppContext>) -> HttpResponse {
+    if ctx.shutdown.is_cancelled() {
+        return HttpResponse::ServiceUnavailable()
+            .insert_header(("cache-control", "no-store"))
+            .json(json!({ "status": "draining" }));
+    }
+    let database = match tokio::time::timeout(Duration::from_secs(2), db::ping(&ctx.db)).await {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(error)) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "readiness: database check failed"
+            );
+            "unavailable".to_string()
+        }
+        Err(_) => "timeout".to_string(),
+    };
+    let ready = database == "ok";
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": { "database": database },
+        "catalog_version": ctx.catalog.snapshot().version,
+    });
+    let mut response = if ready {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
+    response
+        .insert_header(("cache-control", "no-store"))
+        .json(body)
+}
+
+/// Prometheus text format. Pool gauges are sampled at scrape time.
+pub async fn show_metrics(ctx: web::Data<AppContext>) -> HttpResponse {
+    let stats = db::pool_stats(&ctx.db, ctx.settings.database.max_connections);
+    ::metrics::gauge!("db_pool_connections").set(stats.size as f64);
+    ::metrics::gauge!("db_pool_idle_connections").set(stats.idle as f64);
+    ::metrics::gauge!("db_pool_max_connections").set(stats.max as f64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .insert_header(("cache-control", "no-store"))
+        .body(ctx.metrics.render())
+}

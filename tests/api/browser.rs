@@ -1,0 +1,191 @@
+//! A shopper in headless Chromium: home → category → product, with
+//! screenshots under `target/test-artifacts/`. Needs Debian's `chromium`
+//! and `chromium-driver`; skipped with a printed reason when they are
+//! missing, a failure when `CI=true`.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use thirtyfour::ChromiumLikeCapabilities;
+use thirtyfour::prelude::*;
+
+use crate::helpers::{Backend, artifacts_dir, spawn_app};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn browser_available() -> bool {
+    if std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("chromium and chromium-driver are required when CI=true");
+    }
+    eprintln!(
+        "skipped: {CHROMIUM} or {CHROMEDRIVER} is not installed (apt-get install chromium chromium-driver)"
+    );
+    false
+}
+
+/// Starts chromedriver on a free port and waits until it reports ready.
+async fn start_chromedriver() -> (Driver, String) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let driver = Driver(child);
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(response) = client.get(format!("{url}/status")).send().await
+            && let Ok(body) = response.text().await
+            && body.contains("\"ready\":true")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chromedriver did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (driver, url)
+}
+
+async fn chrome(driver_url: &str) -> WebDriver {
+    let mut caps = DesiredCapabilities::chrome();
+    caps.set_binary(CHROMIUM).unwrap();
+    for arg in [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--disable-component-update",
+        "--no-first-run",
+        "--window-size=1280,1600",
+    ] {
+        caps.add_arg(arg).unwrap();
+    }
+    WebDriver::new(driver_url, caps)
+        .await
+        .expect("a browser session")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shopper_browses_home_category_and_product() {
+    if !browser_available() {
+        return;
+    }
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let (_driver, driver_url) = start_chromedriver().await;
+    let browser = chrome(&driver_url).await;
+    let shots = artifacts_dir();
+
+    let result = async {
+        browser.goto(format!("{}/", app.address)).await?;
+        assert!(browser.title().await?.starts_with("Kedai"));
+        browser
+            .screenshot(&shots.join("storefront-1-home.png"))
+            .await?;
+
+        // The category navigation leads to a listing.
+        let link = browser
+            .find(By::Css("nav.category-nav a[href='/categories/footwear']"))
+            .await?;
+        link.click().await?;
+        let heading = browser.find(By::Css("main h1")).await?;
+        assert_eq!(heading.text().await?, "Footwear");
+        let cards = browser.find_all(By::Css(".product-card")).await?;
+        assert_eq!(cards.len(), 22);
+
+        // Sorting works with the plain form (no JavaScript needed).
+        let select = browser.find(By::Css("#sort")).await?;
+        select
+            .find(By::Css("option[value='price_asc']"))
+            .await?
+            .click()
+            .await?;
+        browser
+            .find(By::Css(".sort-form button"))
+            .await?
+            .click()
+            .await?;
+        assert!(
+            browser
+                .current_url()
+                .await?
+                .as_str()
+                .contains("sort=price_asc")
+        );
+        browser
+            .screenshot(&shots.join("storefront-2-category.png"))
+            .await?;
+
+        // The first card opens its product page.
+        let first = browser.find(By::Css(".product-card a")).await?;
+        let name = first
+            .find(By::Css(".product-card-name"))
+            .await?
+            .text()
+            .await?;
+        first.click().await?;
+        let title = browser.find(By::Css("main h1")).await?;
+        assert_eq!(title.text().await?, name);
+        assert!(
+            !browser
+                .find_all(By::Css(".variant-table tbody tr"))
+                .await?
+                .is_empty()
+        );
+        browser
+            .screenshot(&shots.join("storefront-3-product.png"))
+            .await?;
+
+        // Search from the header.
+        let search = browser.find(By::Css("#site-search")).await?;
+        search.send_keys("kopi").await?;
+        browser
+            .find(By::Css(".search-form button"))
+            .await?
+            .click()
+            .await?;
+        assert!(
+            browser
+                .find(By::Css("main h1"))
+                .await?
+                .text()
+                .await?
+                .contains("kopi")
+        );
+        assert!(!browser.find_all(By::Css(".product-card")).await?.is_empty());
+        browser
+            .screenshot(&shots.join("storefront-4-search.png"))
+            .await?;
+        Ok::<(), WebDriverError>(())
+    }
+    .await;
+    browser.quit().await.ok();
+    result.expect("the browser journey works");
+}

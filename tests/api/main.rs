@@ -1,0 +1,11 @@
+//! The one integration-test binary: every test boots the real app on a
+//! random port against its own fresh database, on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod browser;
+mod cli;
+mod ops;
+mod replicas;
+mod schema;
+mod storefront;
