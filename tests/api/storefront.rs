@@ -14,6 +14,7 @@ crate::on_both_databases!(
     search_finds_names_and_descriptions_ranked_and_case_insensitive,
     search_corrects_typos_and_survives_hostile_input,
     unknown_pages_get_the_shops_404,
+    internal_errors_get_the_shops_500_without_details,
     malformed_query_parameters_get_400,
     product_images_are_generated_svg,
     stock_changes_reach_the_product_page,
@@ -274,6 +275,23 @@ async fn unknown_pages_get_the_shops_404(app: TestApp) {
         assert!(html.contains("Page not found"), "{path}");
         assert!(html.contains("/static/css/kedai."), "styled like the shop");
     }
+}
+
+async fn internal_errors_get_the_shops_500_without_details(app: TestApp) {
+    use sea_orm::ConnectionTrait;
+    // Break full-text search underneath the running app.
+    let sql = match app.database.kind() {
+        "sqlite" => "DROP TABLE products_fts",
+        _ => "ALTER TABLE products DROP COLUMN search_vector",
+    };
+    app.context.db.execute_unprepared(sql).await.unwrap();
+    let (status, html) = app.page("/search?q=kettle").await;
+    assert_eq!(status, 500);
+    assert!(html.contains("Something went wrong"));
+    assert!(html.contains("/static/css/kedai."), "styled like the shop");
+    assert!(!html.contains("products_fts") && !html.contains("search_vector"), "no internals shown");
+    // Pages served from the snapshot keep working.
+    assert_eq!(app.page("/categories/footwear").await.0, 200);
 }
 
 async fn malformed_query_parameters_get_400(app: TestApp) {
