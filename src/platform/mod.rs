@@ -3,3 +3,4 @@
 //! Only this tree knows a vendor's wire format.
 
 pub mod db;
+pub mod payments;
