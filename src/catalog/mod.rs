@@ -26,6 +26,17 @@ use crate::config::CatalogSettings;
 pub use model::{Category, Money, Product, SortOrder, StockState, Variant};
 pub use read_model::{CatalogSnapshot, SearchTerms};
 
+/// Stock operations other modules run inside their own transactions (the
+/// order module reserves, sells and restocks through these). Each returns
+/// whether its condition held; callers bump the catalog version once per
+/// transaction with [`stock::bump_version`].
+pub mod stock {
+    pub use super::repo::{
+        VariantForSale, bump_version, release_stock, reserve_stock, restock, take_reserved_stock,
+        take_unreserved_stock, variants_for_sale,
+    };
+}
+
 /// The search results for one normalised query, best first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchHits {

@@ -369,3 +369,153 @@ pub async fn set_stock(
     txn.commit().await?;
     Ok(result.rows_affected > 0)
 }
+
+/// A variant as checkout prices it: read from the database, never from the
+/// shopper's form or the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariantForSale {
+    pub id: i64,
+    pub product_name: String,
+    pub title: String,
+    pub sku: String,
+    pub price_minor: i64,
+    pub currency: String,
+    pub available: i32,
+}
+
+/// The active, purchasable variants among `ids`.
+pub async fn variants_for_sale<C: ConnectionTrait>(
+    db: &C,
+    ids: &[i64],
+) -> Result<Vec<VariantForSale>, DbErr> {
+    let variants = variant::Entity::find()
+        .filter(variant::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?;
+    let product_ids: Vec<i64> = variants.iter().map(|v| v.product_id).collect();
+    let products: HashMap<i64, product::Model> = product::Entity::find()
+        .filter(product::Column::Id.is_in(product_ids))
+        .filter(product::Column::Status.eq("active"))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
+    Ok(variants
+        .into_iter()
+        .filter_map(|v| {
+            let product = products.get(&v.product_id)?;
+            Some(VariantForSale {
+                id: v.id,
+                product_name: product.name.clone(),
+                title: v.title,
+                sku: v.sku,
+                price_minor: v.price_minor,
+                currency: v.currency,
+                available: v.stock_on_hand - v.reserved,
+            })
+        })
+        .collect())
+}
+
+/// Runs one conditional stock update; true when the condition held.
+async fn stock_update<C: ConnectionTrait>(
+    db: &C,
+    sql: &str,
+    variant_id: i64,
+    quantity: i32,
+) -> Result<bool, DbErr> {
+    let backend = db.get_database_backend();
+    let result = db
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                quantity.into(),
+                variant_id.into(),
+                OffsetDateTime::now_utc().into(),
+            ],
+        ))
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Holds `quantity` units for an unpaid order, if that many are available.
+pub async fn reserve_stock<C: ConnectionTrait>(
+    db: &C,
+    variant_id: i64,
+    quantity: i32,
+) -> Result<bool, DbErr> {
+    stock_update(
+        db,
+        "UPDATE variants SET reserved = reserved + $1, updated_at = $3 \
+         WHERE id = $2 AND stock_on_hand - reserved >= $1",
+        variant_id,
+        quantity,
+    )
+    .await
+}
+
+/// Gives back a reservation (checkout expired or cancelled).
+pub async fn release_stock<C: ConnectionTrait>(
+    db: &C,
+    variant_id: i64,
+    quantity: i32,
+) -> Result<bool, DbErr> {
+    stock_update(
+        db,
+        "UPDATE variants SET reserved = reserved - $1, updated_at = $3 \
+         WHERE id = $2 AND reserved >= $1",
+        variant_id,
+        quantity,
+    )
+    .await
+}
+
+/// Turns a reservation into a sale: the units leave the shelf.
+pub async fn take_reserved_stock<C: ConnectionTrait>(
+    db: &C,
+    variant_id: i64,
+    quantity: i32,
+) -> Result<bool, DbErr> {
+    stock_update(
+        db,
+        "UPDATE variants SET stock_on_hand = stock_on_hand - $1, reserved = reserved - $1, updated_at = $3 \
+         WHERE id = $2 AND reserved >= $1 AND stock_on_hand >= $1",
+        variant_id,
+        quantity,
+    )
+    .await
+}
+
+/// Sells units that were not reserved (a payment that arrived after its
+/// reservation was released), only if they are still available.
+pub async fn take_unreserved_stock<C: ConnectionTrait>(
+    db: &C,
+    variant_id: i64,
+    quantity: i32,
+) -> Result<bool, DbErr> {
+    stock_update(
+        db,
+        "UPDATE variants SET stock_on_hand = stock_on_hand - $1, updated_at = $3 \
+         WHERE id = $2 AND stock_on_hand - reserved >= $1",
+        variant_id,
+        quantity,
+    )
+    .await
+}
+
+/// Puts units back on the shelf (a refund with restocking).
+pub async fn restock<C: ConnectionTrait>(
+    db: &C,
+    variant_id: i64,
+    quantity: i32,
+) -> Result<bool, DbErr> {
+    stock_update(
+        db,
+        "UPDATE variants SET stock_on_hand = stock_on_hand + $1, updated_at = $3 WHERE id = $2",
+        variant_id,
+        quantity,
+    )
+    .await
+}

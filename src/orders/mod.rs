@@ -1,9 +1,17 @@
 //! Orders: what a shopper bought, its lifecycle and its shipment.
 //!
-//! This scope is the schema and the lifecycle rules; checkout and
-//! order history build on them.
+//! The module's API is the set of transactions in `repo`: placing a
+//! pending order with stock reservations, fulfilling a payment exactly once,
+//! cancelling an unpaid order, and sweeping expired reservations. Each one
+//! writes its status history and outbox event in the same transaction.
 
 pub mod entity;
 pub mod model;
+mod repo;
 
 pub use model::{OrderStatus, OrderStatusError};
+pub use repo::{
+    FulfilOutcome, NewOrder, OrderView, PaymentConfirmation, PlaceOrderError, PlacedOrder,
+    ShippingAddress, attach_payment_session, cancel_unpaid, find_by_id, fulfil, place,
+    sweep_expired,
+};

@@ -6,9 +6,14 @@
 //!       │   │          └────────────┴────────────┴────────────┴──► refunded
 //!       ▼   │
 //! payment_failed ──► cancelled ◄── pending_payment
+//!                        │
+//!                        └──► paid   (a late payment is honoured, never dropped)
 //! ```
 //!
 //! A paid order is never "cancelled": taking the money back is a refund.
+//! A payment that completes after its checkout was cancelled (the stock
+//! reservation expired a moment before) still makes the order paid; the
+//! order is flagged for the admin when the stock is gone by then.
 
 use std::fmt;
 use std::str::FromStr;
@@ -86,7 +91,8 @@ impl OrderStatus {
             Fulfilling => &[Shipped, Refunded],
             Shipped => &[Delivered, Refunded],
             Delivered => &[Refunded],
-            Cancelled | Refunded => &[],
+            Cancelled => &[Paid],
+            Refunded => &[],
         }
     }
 
@@ -166,12 +172,13 @@ mod tests {
     }
 
     #[test]
-    fn terminal_states_do_not_move() {
-        for from in [Cancelled, Refunded] {
-            for to in OrderStatus::ALL {
-                assert!(!from.can_become(to), "{from} -> {to}");
-            }
+    fn refunded_is_terminal_and_cancelled_only_accepts_a_late_payment() {
+        for to in OrderStatus::ALL {
+            assert!(!Refunded.can_become(to), "refunded -> {to}");
+            assert_eq!(Cancelled.can_become(to), to == Paid, "cancelled -> {to}");
         }
+        assert!(Refunded.is_terminal());
+        assert!(!Cancelled.is_terminal());
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod helpers;
 mod browser;
 mod cli;
 mod ops;
+mod orders;
 mod replicas;
 mod schema;
 mod storefront;

@@ -289,7 +289,10 @@ async fn internal_errors_get_the_shops_500_without_details(app: TestApp) {
     assert_eq!(status, 500);
     assert!(html.contains("Something went wrong"));
     assert!(html.contains("/static/css/kedai."), "styled like the shop");
-    assert!(!html.contains("products_fts") && !html.contains("search_vector"), "no internals shown");
+    assert!(
+        !html.contains("products_fts") && !html.contains("search_vector"),
+        "no internals shown"
+    );
     // Pages served from the snapshot keep working.
     assert_eq!(app.page("/categories/footwear").await.0, 200);
 }

@@ -1,0 +1,574 @@
+//! Order queries and the transactions that move an order through its life.
+//! The only place that touches the order entities.
+//!
+//! Every transition is one transaction that also writes the status history
+//! row and the outbox event, and every write transaction starts with a
+//! write, so SQLite takes its write lock (waiting up to `busy_timeout`)
+//! before it reads anything it relies on.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    TransactionTrait,
+};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::entity::{order, order_line, order_status_change};
+use super::model::OrderStatus;
+use crate::catalog::stock;
+use crate::events;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShippingAddress {
+    pub name: String,
+    pub line1: String,
+    pub line2: String,
+    pub city: String,
+    pub postcode: String,
+    pub state: String,
+    pub country: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub customer_id: Option<i64>,
+    pub email: String,
+    pub phone: Option<String>,
+    pub address: ShippingAddress,
+    /// (variant id, quantity); a variant may appear once.
+    pub lines: Vec<(i64, i32)>,
+    pub shipping_minor: i64,
+    pub payment_provider: String,
+    /// How long the stock stays reserved while the shopper pays.
+    pub reservation_ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedOrder {
+    pub id: i64,
+    pub public_id: String,
+    pub currency: String,
+    pub total_minor: i64,
+    pub reservation_expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceOrderError {
+    #[error("the order has no lines")]
+    Empty,
+    #[error("a quantity must be between 1 and 99")]
+    BadQuantity,
+    #[error("a product in the cart is no longer sold")]
+    UnknownVariant(i64),
+    #[error("only {available} of {sku} left")]
+    OutOfStock { sku: String, available: i32 },
+    #[error("the cart mixes currencies")]
+    MixedCurrencies,
+    #[error(transparent)]
+    Database(#[from] DbErr),
+}
+
+/// Creates a `pending_payment` order, pricing every line from the database
+/// and reserving its stock, all in one transaction: either every line is
+/// reserved or nothing is.
+pub async fn place(db: &DatabaseConnection, new: NewOrder) -> Result<PlacedOrder, PlaceOrderError> {
+    if new.lines.is_empty() {
+        return Err(PlaceOrderError::Empty);
+    }
+    if new.lines.iter().any(|(_, q)| !(1..=99).contains(q)) {
+        return Err(PlaceOrderError::BadQuantity);
+    }
+    let txn = db.begin().await?;
+    // Reserve first: the first statement writes, which takes SQLite's lock.
+    let ids: Vec<i64> = new.lines.iter().map(|(id, _)| *id).collect();
+    for (variant_id, quantity) in &new.lines {
+        if !stock::reserve_stock(&txn, *variant_id, *quantity).await? {
+            let variants = stock::variants_for_sale(&txn, &[*variant_id]).await?;
+            txn.rollback().await?;
+            return Err(match variants.into_iter().next() {
+                Some(v) => PlaceOrderError::OutOfStock {
+                    sku: v.sku,
+                    available: v.available.max(0),
+                },
+                None => PlaceOrderError::UnknownVariant(*variant_id),
+            });
+        }
+    }
+    let variants: HashMap<i64, stock::VariantForSale> = stock::variants_for_sale(&txn, &ids)
+        .await?
+        .into_iter()
+        .map(|v| (v.id, v))
+        .collect();
+    let mut currency: Option<String> = None;
+    let mut lines = Vec::with_capacity(new.lines.len());
+    for (variant_id, quantity) in &new.lines {
+        let Some(variant) = variants.get(variant_id) else {
+            txn.rollback().await?;
+            return Err(PlaceOrderError::UnknownVariant(*variant_id));
+        };
+        if currency.get_or_insert_with(|| variant.currency.clone()) != &variant.currency {
+            txn.rollback().await?;
+            return Err(PlaceOrderError::MixedCurrencies);
+        }
+        lines.push((variant, *quantity));
+    }
+    let subtotal: i64 = lines
+        .iter()
+        .map(|(v, q)| v.price_minor * i64::from(*q))
+        .sum();
+    let total = subtotal + new.shipping_minor;
+    let now = OffsetDateTime::now_utc();
+    let expires = now + new.reservation_ttl;
+    let public_id = uuid::Uuid::new_v4().to_string();
+    let currency = currency.unwrap_or_else(|| "MYR".to_string());
+    let order_id = order::Entity::insert(order::ActiveModel {
+        id: NotSet,
+        public_id: Set(public_id.clone()),
+        customer_id: Set(new.customer_id),
+        email: Set(new.email),
+        phone: Set(new.phone),
+        status: Set(OrderStatus::PendingPayment.as_str().to_string()),
+        currency: Set(currency.clone()),
+        subtotal_minor: Set(subtotal),
+        shipping_minor: Set(new.shipping_minor),
+        total_minor: Set(total),
+        payment_provider: Set(new.payment_provider),
+        payment_session_id: Set(None),
+        payment_intent_id: Set(None),
+        needs_attention: Set(false),
+        attention_reason: Set(None),
+        ship_name: Set(new.address.name),
+        ship_line1: Set(new.address.line1),
+        ship_line2: Set(new.address.line2),
+        ship_city: Set(new.address.city),
+        ship_postcode: Set(new.address.postcode),
+        ship_state: Set(new.address.state),
+        ship_country: Set(new.address.country),
+        reservation_expires_at: Set(Some(expires)),
+        paid_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec(&txn)
+    .await?
+    .last_insert_id;
+    let rows = lines
+        .iter()
+        .map(|(variant, quantity)| order_line::ActiveModel {
+            id: NotSet,
+            order_id: Set(order_id),
+            variant_id: Set(Some(variant.id)),
+            product_name: Set(variant.product_name.clone()),
+            variant_title: Set(variant.title.clone()),
+            sku: Set(variant.sku.clone()),
+            unit_price_minor: Set(variant.price_minor),
+            quantity: Set(*quantity),
+            line_total_minor: Set(variant.price_minor * i64::from(*quantity)),
+        });
+    order_line::Entity::insert_many(rows)
+        .exec_without_returning(&txn)
+        .await?;
+    record_change(
+        &txn,
+        order_id,
+        None,
+        OrderStatus::PendingPayment,
+        "checkout started",
+    )
+    .await?;
+    stock::bump_version(&txn).await?;
+    txn.commit().await?;
+    Ok(PlacedOrder {
+        id: order_id,
+        public_id,
+        currency,
+        total_minor: total,
+        reservation_expires_at: expires,
+    })
+}
+
+/// Links the provider's payment session (Stripe Checkout session id) to the order.
+pub async fn attach_payment_session(
+    db: &DatabaseConnection,
+    order_id: i64,
+    session_id: &str,
+) -> Result<bool, DbErr> {
+    let result = order::Entity::update_many()
+        .col_expr(order::Column::PaymentSessionId, Expr::value(session_id))
+        .col_expr(
+            order::Column::UpdatedAt,
+            Expr::value(OffsetDateTime::now_utc()),
+        )
+        .filter(order::Column::Id.eq(order_id))
+        .filter(order::Column::PaymentSessionId.is_null())
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// A provider's word that a payment succeeded.
+#[derive(Debug, Clone)]
+pub struct PaymentConfirmation {
+    /// `stripe`; the idempotency namespace of `event_id`.
+    pub source: String,
+    /// The provider's event id; `None` when the success page confirms it.
+    pub event_id: Option<String>,
+    pub session_id: String,
+    pub payment_intent_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FulfilOutcome {
+    /// This call made the order paid.
+    Paid {
+        order_id: i64,
+        needs_attention: bool,
+    },
+    /// The event id was processed before.
+    DuplicateEvent,
+    /// The order was already paid (the webhook and the success page raced).
+    AlreadyPaid { order_id: i64 },
+    /// No order has this payment session.
+    UnknownSession,
+    /// The order is in a state a payment cannot change (refunded).
+    Ignored { order_id: i64, status: String },
+}
+
+/// Makes the order of a payment session paid, exactly once, however many
+/// times and however concurrently it is called: in one transaction it
+/// claims the event id, moves the order to `paid` with a conditional update
+/// (only one caller can win it), turns reservations into stock decrements,
+/// and writes `order.paid` to the outbox. When the reservation had already
+/// been released and the stock is gone, the order is still paid but flagged
+/// `needs_attention`, with an `order.needs_attention` event.
+pub async fn fulfil(
+    db: &DatabaseConnection,
+    payment: &PaymentConfirmation,
+) -> Result<FulfilOutcome, DbErr> {
+    let txn = db.begin().await?;
+    if let Some(event_id) = &payment.event_id
+        && !events::claim(&txn, &payment.source, event_id).await?
+    {
+        txn.rollback().await?;
+        return Ok(FulfilOutcome::DuplicateEvent);
+    }
+    let payable = [
+        OrderStatus::PendingPayment,
+        OrderStatus::PaymentFailed,
+        OrderStatus::Cancelled,
+    ]
+    .map(|s| s.as_str());
+    let now = OffsetDateTime::now_utc();
+    let won = order::Entity::update_many()
+        .col_expr(
+            order::Column::Status,
+            Expr::value(OrderStatus::Paid.as_str()),
+        )
+        .col_expr(order::Column::PaidAt, Expr::value(now))
+        .col_expr(order::Column::UpdatedAt, Expr::value(now))
+        .col_expr(
+            order::Column::PaymentIntentId,
+            Expr::value(payment.payment_intent_id.clone()),
+        )
+        .filter(order::Column::PaymentSessionId.eq(payment.session_id.as_str()))
+        .filter(order::Column::Status.is_in(payable))
+        .exec(&txn)
+        .await?
+        .rows_affected
+        == 1;
+    let Some(order) = order::Entity::find()
+        .filter(order::Column::PaymentSessionId.eq(payment.session_id.as_str()))
+        .one(&txn)
+        .await?
+    else {
+        // Keep the claimed event id: an unknown session stays unknown.
+        txn.commit().await?;
+        return Ok(FulfilOutcome::UnknownSession);
+    };
+    if !won {
+        txn.commit().await?;
+        let status: OrderStatus = order.status.parse().unwrap_or(OrderStatus::Refunded);
+        return Ok(if status.is_paid() {
+            FulfilOutcome::AlreadyPaid { order_id: order.id }
+        } else {
+            FulfilOutcome::Ignored {
+                order_id: order.id,
+                status: order.status,
+            }
+        });
+    }
+    let previous: OrderStatus = order_status_before_paid(&txn, order.id).await?;
+    // A reservation is held while the order waited for payment and the
+    // sweeper has not released it.
+    let reservation_held = order.reservation_expires_at.is_some();
+    let lines = order_line::Entity::find()
+        .filter(order_line::Column::OrderId.eq(order.id))
+        .all(&txn)
+        .await?;
+    let mut short = Vec::new();
+    for line in &lines {
+        let Some(variant_id) = line.variant_id else {
+            short.push(line.sku.clone());
+            continue;
+        };
+        let taken = if reservation_held {
+            stock::take_reserved_stock(&txn, variant_id, line.quantity).await?
+        } else {
+            stock::take_unreserved_stock(&txn, variant_id, line.quantity).await?
+        };
+        if !taken {
+            short.push(line.sku.clone());
+        }
+    }
+    let needs_attention = !short.is_empty();
+    let mut update = order::Entity::update_many()
+        .col_expr(
+            order::Column::ReservationExpiresAt,
+            Expr::value(Option::<OffsetDateTime>::None),
+        )
+        .filter(order::Column::Id.eq(order.id));
+    if needs_attention {
+        let reason = format!("paid, but stock ran out for {}", short.join(", "));
+        update = update
+            .col_expr(order::Column::NeedsAttention, Expr::value(true))
+            .col_expr(order::Column::AttentionReason, Expr::value(reason));
+    }
+    update.exec(&txn).await?;
+    let note = if previous == OrderStatus::Cancelled {
+        "late payment received"
+    } else {
+        "payment received"
+    };
+    record_change(&txn, order.id, Some(previous), OrderStatus::Paid, note).await?;
+    let payload = order_payload(&order, &lines);
+    events::append(&txn, events::types::ORDER_PAID, payload.clone()).await?;
+    if needs_attention {
+        events::append(
+            &txn,
+            events::types::ORDER_NEEDS_ATTENTION,
+            json!({ "order_id": order.public_id, "reason": "out_of_stock", "skus": short }),
+        )
+        .await?;
+    }
+    stock::bump_version(&txn).await?;
+    txn.commit().await?;
+    if needs_attention {
+        tracing::warn!(
+            order_id = order.id,
+            "paid order needs attention: stock ran out"
+        );
+    }
+    Ok(FulfilOutcome::Paid {
+        order_id: order.id,
+        needs_attention,
+    })
+}
+
+/// The status an order had before the `paid` update in this transaction:
+/// the latest history row.
+async fn order_status_before_paid<C: ConnectionTrait>(
+    db: &C,
+    order_id: i64,
+) -> Result<OrderStatus, DbErr> {
+    let last = order_status_change::Entity::find()
+        .filter(order_status_change::Column::OrderId.eq(order_id))
+        .order_by_desc(order_status_change::Column::Id)
+        .one(db)
+        .await?;
+    Ok(last
+        .and_then(|row| row.to_status.parse().ok())
+        .unwrap_or(OrderStatus::PendingPayment))
+}
+
+/// Cancels the order of an expired or abandoned payment session and gives
+/// its reservation back. Idempotent; a paid order is left alone.
+pub async fn cancel_unpaid(
+    db: &DatabaseConnection,
+    session_id: &str,
+    reason: &str,
+) -> Result<bool, DbErr> {
+    let txn = db.begin().await?;
+    let now = OffsetDateTime::now_utc();
+    let cancellable = [OrderStatus::PendingPayment, OrderStatus::PaymentFailed].map(|s| s.as_str());
+    let won = order::Entity::update_many()
+        .col_expr(
+            order::Column::Status,
+            Expr::value(OrderStatus::Cancelled.as_str()),
+        )
+        .col_expr(order::Column::UpdatedAt, Expr::value(now))
+        .filter(order::Column::PaymentSessionId.eq(session_id))
+        .filter(order::Column::Status.is_in(cancellable))
+        .exec(&txn)
+        .await?
+        .rows_affected
+        == 1;
+    if !won {
+        txn.rollback().await?;
+        return Ok(false);
+    }
+    let order = order::Entity::find()
+        .filter(order::Column::PaymentSessionId.eq(session_id))
+        .one(&txn)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("order vanished inside its transaction".into()))?;
+    release_reservation(&txn, &order).await?;
+    let previous = order_status_before_paid(&txn, order.id).await?;
+    record_change(
+        &txn,
+        order.id,
+        Some(previous),
+        OrderStatus::Cancelled,
+        reason,
+    )
+    .await?;
+    events::append(
+        &txn,
+        events::types::ORDER_CANCELLED,
+        json!({ "order_id": order.public_id, "reason": reason }),
+    )
+    .await?;
+    stock::bump_version(&txn).await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// Gives back the stock an unpaid order holds, once.
+async fn release_reservation<C: ConnectionTrait>(
+    db: &C,
+    order: &order::Model,
+) -> Result<(), DbErr> {
+    if order.reservation_expires_at.is_none() {
+        return Ok(());
+    }
+    let lines = order_line::Entity::find()
+        .filter(order_line::Column::OrderId.eq(order.id))
+        .all(db)
+        .await?;
+    for line in lines {
+        if let Some(variant_id) = line.variant_id {
+            stock::release_stock(db, variant_id, line.quantity).await?;
+        }
+    }
+    order::Entity::update_many()
+        .col_expr(
+            order::Column::ReservationExpiresAt,
+            Expr::value(Option::<OffsetDateTime>::None),
+        )
+        .filter(order::Column::Id.eq(order.id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// One step of the reservation sweeper: cancels unpaid orders whose
+/// reservation expired before `now`, oldest first, at most `limit`.
+/// Returns how many it cancelled.
+pub async fn sweep_expired(
+    db: &DatabaseConnection,
+    now: OffsetDateTime,
+    limit: u64,
+) -> Result<usize, DbErr> {
+    use sea_orm::QuerySelect;
+    let expired: Vec<(i64, Option<String>)> = order::Entity::find()
+        .select_only()
+        .column(order::Column::Id)
+        .column(order::Column::PaymentSessionId)
+        .filter(order::Column::Status.eq(OrderStatus::PendingPayment.as_str()))
+        .filter(order::Column::ReservationExpiresAt.lt(now))
+        .order_by_asc(order::Column::ReservationExpiresAt)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut cancelled = 0;
+    for (order_id, session) in expired {
+        let session = match session {
+            Some(session) => session,
+            // Never reached a payment page: give it a session key to cancel by.
+            None => {
+                let key = format!("unpaid-{order_id}");
+                attach_payment_session(db, order_id, &key).await?;
+                key
+            }
+        };
+        if cancel_unpaid(db, &session, "payment window expired").await? {
+            cancelled += 1;
+        }
+    }
+    Ok(cancelled)
+}
+
+async fn record_change<C: ConnectionTrait>(
+    db: &C,
+    order_id: i64,
+    from: Option<OrderStatus>,
+    to: OrderStatus,
+    note: &str,
+) -> Result<(), DbErr> {
+    order_status_change::Entity::insert(order_status_change::ActiveModel {
+        id: NotSet,
+        order_id: Set(order_id),
+        from_status: Set(from.map(|s| s.as_str().to_string())),
+        to_status: Set(to.as_str().to_string()),
+        note: Set(note.to_string()),
+        created_at: Set(OffsetDateTime::now_utc()),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+fn order_payload(order: &order::Model, lines: &[order_line::Model]) -> serde_json::Value {
+    json!({
+        "order_id": order.public_id,
+        "customer_id": order.customer_id,
+        "email": order.email,
+        "phone": order.phone,
+        "currency": order.currency,
+        "total_minor": order.total_minor,
+        "lines": lines.iter().map(|l| json!({
+            "sku": l.sku,
+            "product_name": l.product_name,
+            "variant_title": l.variant_title,
+            "quantity": l.quantity,
+            "unit_price_minor": l.unit_price_minor,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// An order as the shop shows it.
+#[derive(Debug, Clone)]
+pub struct OrderView {
+    pub order: order::Model,
+    pub lines: Vec<order_line::Model>,
+    pub history: Vec<order_status_change::Model>,
+}
+
+pub async fn find_by_id(
+    db: &DatabaseConnection,
+    order_id: i64,
+) -> Result<Option<OrderView>, DbErr> {
+    let Some(order) = order::Entity::find_by_id(order_id).one(db).await? else {
+        return Ok(None);
+    };
+    let lines = order_line::Entity::find()
+        .filter(order_line::Column::OrderId.eq(order_id))
+        .order_by_asc(order_line::Column::Id)
+        .all(db)
+        .await?;
+    let history = order_status_change::Entity::find()
+        .filter(order_status_change::Column::OrderId.eq(order_id))
+        .order_by_asc(order_status_change::Column::Id)
+        .all(db)
+        .await?;
+    Ok(Some(OrderView {
+        order,
+        lines,
+        history,
+    }))
+}
