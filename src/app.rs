@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::catalog::{self, Catalog};
+use crate::checkout::{self, Payments};
 use crate::config::Settings;
 use crate::ops;
 use crate::platform::db;
@@ -28,6 +29,7 @@ pub struct AppContext {
     pub db: DatabaseConnection,
     pub catalog: Catalog,
     pub metrics: PrometheusHandle,
+    pub payments: Payments,
     /// Cancelled when the process starts shutting down.
     pub shutdown: CancellationToken,
 }
@@ -66,11 +68,12 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let context = AppContext {
-            settings: Arc::new(settings),
             db,
             catalog,
             metrics,
+            payments: Payments::from_settings(&settings),
             shutdown: CancellationToken::new(),
+            settings: Arc::new(settings),
         };
         let tasks = TaskTracker::new();
         tasks.spawn(
@@ -79,6 +82,11 @@ impl Application {
                 .clone()
                 .run_refresh_loop(context.shutdown.clone()),
         );
+        tasks.spawn(checkout::run_reservation_sweeper(
+            context.db.clone(),
+            context.settings.payments.sweep_interval,
+            context.shutdown.clone(),
+        ));
 
         let server = http_server(listener, context.clone())?;
         tracing::info!(
@@ -163,6 +171,7 @@ fn http_server(listener: TcpListener, context: AppContext) -> anyhow::Result<Ser
             }))
             .configure(ops::configure)
             .configure(catalog::routes::configure)
+            .configure(checkout::webhook::configure)
             .route("/static/{path:.*}", web::get().to(assets::serve_static))
             .default_service(web::to(not_found))
     })

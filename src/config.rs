@@ -249,6 +249,11 @@ pub enum PaymentsKind {
 #[serde(deny_unknown_fields)]
 pub struct PaymentsSettings {
     pub kind: PaymentsKind,
+    #[serde(with = "humantime_serde")]
+    pub reservation_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    pub restock_on_refund: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -300,6 +305,7 @@ pub struct TwilioSettings {
 pub struct StripeSettings {
     pub secret_key: SecretString,
     pub webhook_secret: SecretString,
+    pub previous_webhook_secret: SecretString,
     pub api_base: String,
 }
 
@@ -422,6 +428,9 @@ impl Settings {
                 "stripe.secret_key and stripe.webhook_secret are required when payments.kind = \"stripe\""
             );
         }
+        if self.payments.sweep_interval < Duration::from_secs(1) {
+            bail!("payments.sweep_interval must be at least 1s");
+        }
         if self.carrier.kind == CarrierKind::Http && self.carrier.base_url.is_empty() {
             bail!("carrier.base_url is required when carrier.kind = \"http\"");
         }
@@ -529,7 +538,12 @@ impl Settings {
                 "index": self.vectors.index,
             },
             "messaging": { "kind": format!("{:?}", self.messaging.kind).to_lowercase() },
-            "payments": { "kind": format!("{:?}", self.payments.kind).to_lowercase() },
+            "payments": {
+                "kind": format!("{:?}", self.payments.kind).to_lowercase(),
+                "reservation_ttl": humantime::format_duration(self.payments.reservation_ttl).to_string(),
+                "sweep_interval": humantime::format_duration(self.payments.sweep_interval).to_string(),
+                "restock_on_refund": self.payments.restock_on_refund,
+            },
             "carrier": {
                 "kind": format!("{:?}", self.carrier.kind).to_lowercase(),
                 "base_url": self.carrier.base_url,
@@ -546,6 +560,7 @@ impl Settings {
             "stripe": {
                 "secret_key": redact(&self.stripe.secret_key),
                 "webhook_secret": redact(&self.stripe.webhook_secret),
+                "previous_webhook_secret": redact(&self.stripe.previous_webhook_secret),
                 "api_base": self.stripe.api_base,
             },
             "lark": { "webhook_url": redact_url(&self.lark.webhook_url), "secret": redact(&self.lark.secret) },

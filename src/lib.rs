@@ -4,6 +4,7 @@
 pub mod app;
 pub mod cart;
 pub mod catalog;
+pub mod checkout;
 pub mod cli;
 pub mod config;
 pub mod customers;

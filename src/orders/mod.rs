@@ -11,7 +11,7 @@ mod repo;
 
 pub use model::{OrderStatus, OrderStatusError};
 pub use repo::{
-    FulfilOutcome, NewOrder, OrderView, PaymentConfirmation, PlaceOrderError, PlacedOrder,
-    ShippingAddress, attach_payment_session, cancel_unpaid, find_by_id, fulfil, place,
-    sweep_expired,
+    EventKey, FulfilOutcome, NewOrder, OrderView, PaymentConfirmation, PlaceOrderError,
+    PlacedOrder, ShippingAddress, Transition, attach_payment_session, cancel_unpaid, find_by_id,
+    fulfil, mark_payment_failed, place, refund, sweep_expired,
 };

@@ -385,31 +385,84 @@ async fn order_status_before_paid<C: ConnectionTrait>(
         .unwrap_or(OrderStatus::PendingPayment))
 }
 
+/// A provider event's identity, claimed once in the transaction it causes.
+#[derive(Debug, Clone)]
+pub struct EventKey {
+    pub source: String,
+    pub event_id: String,
+}
+
+/// Result of an event-driven transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// This call changed the order.
+    Applied,
+    /// The event id was processed before.
+    DuplicateEvent,
+    /// The order was not in a state this transition applies to (or unknown).
+    NotApplicable,
+}
+
 /// Cancels the order of an expired or abandoned payment session and gives
 /// its reservation back. Idempotent; a paid order is left alone.
 pub async fn cancel_unpaid(
     db: &DatabaseConnection,
+    event: Option<&EventKey>,
     session_id: &str,
     reason: &str,
-) -> Result<bool, DbErr> {
+) -> Result<Transition, DbErr> {
+    close_unpaid(db, event, session_id, OrderStatus::Cancelled, reason).await
+}
+
+/// Records that a delayed payment method failed; the reservation is given
+/// back. A later successful payment for the same session is still honoured.
+pub async fn mark_payment_failed(
+    db: &DatabaseConnection,
+    event: Option<&EventKey>,
+    session_id: &str,
+) -> Result<Transition, DbErr> {
+    close_unpaid(
+        db,
+        event,
+        session_id,
+        OrderStatus::PaymentFailed,
+        "payment failed",
+    )
+    .await
+}
+
+async fn close_unpaid(
+    db: &DatabaseConnection,
+    event: Option<&EventKey>,
+    session_id: &str,
+    to: OrderStatus,
+    reason: &str,
+) -> Result<Transition, DbErr> {
     let txn = db.begin().await?;
+    if let Some(key) = event
+        && !events::claim(&txn, &key.source, &key.event_id).await?
+    {
+        txn.rollback().await?;
+        return Ok(Transition::DuplicateEvent);
+    }
     let now = OffsetDateTime::now_utc();
-    let cancellable = [OrderStatus::PendingPayment, OrderStatus::PaymentFailed].map(|s| s.as_str());
+    let from: Vec<&str> = [OrderStatus::PendingPayment, OrderStatus::PaymentFailed]
+        .into_iter()
+        .filter(|s| s.can_become(to))
+        .map(|s| s.as_str())
+        .collect();
     let won = order::Entity::update_many()
-        .col_expr(
-            order::Column::Status,
-            Expr::value(OrderStatus::Cancelled.as_str()),
-        )
+        .col_expr(order::Column::Status, Expr::value(to.as_str()))
         .col_expr(order::Column::UpdatedAt, Expr::value(now))
         .filter(order::Column::PaymentSessionId.eq(session_id))
-        .filter(order::Column::Status.is_in(cancellable))
+        .filter(order::Column::Status.is_in(from))
         .exec(&txn)
         .await?
         .rows_affected
         == 1;
     if !won {
-        txn.rollback().await?;
-        return Ok(false);
+        txn.commit().await?;
+        return Ok(Transition::NotApplicable);
     }
     let order = order::Entity::find()
         .filter(order::Column::PaymentSessionId.eq(session_id))
@@ -418,23 +471,89 @@ pub async fn cancel_unpaid(
         .ok_or_else(|| DbErr::RecordNotFound("order vanished inside its transaction".into()))?;
     release_reservation(&txn, &order).await?;
     let previous = order_status_before_paid(&txn, order.id).await?;
-    record_change(
-        &txn,
-        order.id,
-        Some(previous),
-        OrderStatus::Cancelled,
-        reason,
-    )
-    .await?;
-    events::append(
-        &txn,
-        events::types::ORDER_CANCELLED,
-        json!({ "order_id": order.public_id, "reason": reason }),
-    )
-    .await?;
+    record_change(&txn, order.id, Some(previous), to, reason).await?;
+    if to == OrderStatus::Cancelled {
+        events::append(
+            &txn,
+            events::types::ORDER_CANCELLED,
+            json!({ "order_id": order.public_id, "reason": reason }),
+        )
+        .await?;
+    }
     stock::bump_version(&txn).await?;
     txn.commit().await?;
-    Ok(true)
+    Ok(Transition::Applied)
+}
+
+/// Marks a paid order refunded (a full refund), putting its units back on
+/// the shelf when `restock` is set, and writes `order.refunded`.
+pub async fn refund(
+    db: &DatabaseConnection,
+    event: Option<&EventKey>,
+    payment_intent_id: &str,
+    restock: bool,
+) -> Result<Transition, DbErr> {
+    let txn = db.begin().await?;
+    if let Some(key) = event
+        && !events::claim(&txn, &key.source, &key.event_id).await?
+    {
+        txn.rollback().await?;
+        return Ok(Transition::DuplicateEvent);
+    }
+    let refundable: Vec<&str> = OrderStatus::ALL
+        .into_iter()
+        .filter(|s| s.can_become(OrderStatus::Refunded))
+        .map(|s| s.as_str())
+        .collect();
+    let now = OffsetDateTime::now_utc();
+    let won = order::Entity::update_many()
+        .col_expr(
+            order::Column::Status,
+            Expr::value(OrderStatus::Refunded.as_str()),
+        )
+        .col_expr(order::Column::UpdatedAt, Expr::value(now))
+        .filter(order::Column::PaymentIntentId.eq(payment_intent_id))
+        .filter(order::Column::Status.is_in(refundable))
+        .exec(&txn)
+        .await?
+        .rows_affected
+        == 1;
+    if !won {
+        txn.commit().await?;
+        return Ok(Transition::NotApplicable);
+    }
+    let order = order::Entity::find()
+        .filter(order::Column::PaymentIntentId.eq(payment_intent_id))
+        .one(&txn)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("order vanished inside its transaction".into()))?;
+    let lines = order_line::Entity::find()
+        .filter(order_line::Column::OrderId.eq(order.id))
+        .all(&txn)
+        .await?;
+    if restock {
+        for line in &lines {
+            if let Some(variant_id) = line.variant_id {
+                stock::restock(&txn, variant_id, line.quantity).await?;
+            }
+        }
+        stock::bump_version(&txn).await?;
+    }
+    let previous = order_status_before_paid(&txn, order.id).await?;
+    let note = if restock {
+        "refunded; items restocked"
+    } else {
+        "refunded"
+    };
+    record_change(&txn, order.id, Some(previous), OrderStatus::Refunded, note).await?;
+    events::append(
+        &txn,
+        events::types::ORDER_REFUNDED,
+        json!({ "order_id": order.public_id, "total_minor": order.total_minor, "restocked": restock }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(Transition::Applied)
 }
 
 /// Gives back the stock an unpaid order holds, once.
@@ -496,7 +615,8 @@ pub async fn sweep_expired(
                 key
             }
         };
-        if cancel_unpaid(db, &session, "payment window expired").await? {
+        if cancel_unpaid(db, None, &session, "payment window expired").await? == Transition::Applied
+        {
             cancelled += 1;
         }
     }

@@ -10,3 +10,4 @@ mod orders;
 mod replicas;
 mod schema;
 mod storefront;
+mod webhooks;

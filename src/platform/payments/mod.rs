@@ -3,3 +3,4 @@
 //! a payment into an order is the same everywhere.
 
 pub mod signature;
+pub mod stripe_event;
