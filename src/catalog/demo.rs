@@ -128,12 +128,7 @@ pub fn demo_snapshot(low_stock_threshold: i32) -> super::CatalogSnapshot {
                 .min()
                 .unwrap_or(Money::new(0, Currency::Myr));
             let max_price = variants.iter().map(|v| v.price).max().unwrap_or(min_price);
-            let total: i32 = variants.iter().map(|v| v.available.max(0)).sum();
-            let stock = if variants.iter().all(|v| v.stock.is_sold_out()) {
-                StockState::SoldOut
-            } else {
-                StockState::from_available(total, low_stock_threshold)
-            };
+            let stock = StockState::of_variants(&variants, low_stock_threshold);
             products.push(Product {
                 id: products.len() as i64 + 1,
                 slug: new_product.slug,

@@ -116,6 +116,16 @@ impl StockState {
     pub fn is_sold_out(&self) -> bool {
         matches!(self, StockState::SoldOut)
     }
+
+    /// A product's state from its variants: sold out only when every
+    /// variant is, otherwise judged on the units available across them.
+    pub fn of_variants(variants: &[Variant], low_threshold: i32) -> Self {
+        if variants.iter().all(|v| v.stock.is_sold_out()) {
+            return StockState::SoldOut;
+        }
+        let total: i32 = variants.iter().map(|v| v.available.max(0)).sum();
+        StockState::from_available(total, low_threshold)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

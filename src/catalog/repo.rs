@@ -131,12 +131,7 @@ pub async fn load_catalog(
         let Some((category_slug, category_name)) = category_names.get(&row.category_id) else {
             continue;
         };
-        let total_available: i32 = variants.iter().map(|v| v.available.max(0)).sum();
-        let stock = if variants.iter().all(|v| v.stock.is_sold_out()) {
-            StockState::SoldOut
-        } else {
-            StockState::from_available(total_available, low_stock_threshold)
-        };
+        let stock = StockState::of_variants(&variants, low_stock_threshold);
         out.push(Product {
             id: row.id,
             slug: row.slug,

@@ -251,9 +251,11 @@ pub async fn fulfil(
     payment: &PaymentConfirmation,
 ) -> Result<FulfilOutcome, DbErr> {
     let txn = db.begin().await?;
-    if let Some(event_id) = &payment.event_id
-        && !events::claim(&txn, &payment.source, event_id).await?
-    {
+    let key = payment.event_id.as_ref().map(|event_id| EventKey {
+        source: payment.source.clone(),
+        event_id: event_id.clone(),
+    });
+    if !claim(&txn, key.as_ref()).await? {
         txn.rollback().await?;
         return Ok(FulfilOutcome::DuplicateEvent);
     }
@@ -392,6 +394,16 @@ pub struct EventKey {
     pub event_id: String,
 }
 
+/// Claims the event in the transaction; false when it was processed
+/// before. Transitions without an event (the success page, the sweeper)
+/// always proceed and rely on their conditional updates alone.
+async fn claim<C: ConnectionTrait>(db: &C, event: Option<&EventKey>) -> Result<bool, DbErr> {
+    match event {
+        Some(key) => events::claim(db, &key.source, &key.event_id).await,
+        None => Ok(true),
+    }
+}
+
 /// Result of an event-driven transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -439,9 +451,7 @@ async fn close_unpaid(
     reason: &str,
 ) -> Result<Transition, DbErr> {
     let txn = db.begin().await?;
-    if let Some(key) = event
-        && !events::claim(&txn, &key.source, &key.event_id).await?
-    {
+    if !claim(&txn, event).await? {
         txn.rollback().await?;
         return Ok(Transition::DuplicateEvent);
     }
@@ -494,9 +504,7 @@ pub async fn refund(
     restock: bool,
 ) -> Result<Transition, DbErr> {
     let txn = db.begin().await?;
-    if let Some(key) = event
-        && !events::claim(&txn, &key.source, &key.event_id).await?
-    {
+    if !claim(&txn, event).await? {
         txn.rollback().await?;
         return Ok(Transition::DuplicateEvent);
     }
