@@ -27,6 +27,8 @@ use crate::web::error::{AppError, not_found};
 pub struct AppContext {
     pub settings: Arc<Settings>,
     pub db: DatabaseConnection,
+    /// Write transactions go through here (queues writers on SQLite).
+    pub writer: db::Writer,
     pub catalog: Catalog,
     pub metrics: PrometheusHandle,
     pub payments: Payments,
@@ -68,6 +70,7 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let context = AppContext {
+            writer: db::Writer::new(db.clone()),
             db,
             catalog,
             metrics,
@@ -83,7 +86,7 @@ impl Application {
                 .run_refresh_loop(context.shutdown.clone()),
         );
         tasks.spawn(checkout::run_reservation_sweeper(
-            context.db.clone(),
+            context.writer.clone(),
             context.settings.payments.sweep_interval,
             context.shutdown.clone(),
         ));

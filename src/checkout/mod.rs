@@ -63,7 +63,7 @@ impl Payments {
 /// replica runs it; the conditional updates in `orders` make concurrent
 /// sweeps safe.
 pub async fn run_reservation_sweeper(
-    db: sea_orm::DatabaseConnection,
+    writer: crate::platform::db::Writer,
     interval: std::time::Duration,
     shutdown: CancellationToken,
 ) {
@@ -73,7 +73,7 @@ pub async fn run_reservation_sweeper(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = ticker.tick() => {
-                match crate::orders::sweep_expired(&db, time::OffsetDateTime::now_utc(), 500).await {
+                match crate::orders::sweep_expired(&writer, time::OffsetDateTime::now_utc(), 500).await {
                     Ok(0) => {}
                     Ok(released) => tracing::info!(released, "released the stock of expired checkouts"),
                     Err(error) => tracing::warn!(error = %error, "reservation sweep failed"),

@@ -89,7 +89,7 @@ async fn apply(ctx: &AppContext, event: &PaymentEvent) -> Result<&'static str, s
                 session_id: session.id.clone(),
                 payment_intent_id: session.payment_intent.clone(),
             };
-            match orders::fulfil(&ctx.db, &payment).await? {
+            match orders::fulfil(&ctx.writer, &payment).await? {
                 FulfilOutcome::Paid {
                     needs_attention: false,
                     ..
@@ -108,11 +108,11 @@ async fn apply(ctx: &AppContext, event: &PaymentEvent) -> Result<&'static str, s
             }
         }
         PaymentEvent::AsyncPaymentFailed { event_id, session } => transition(
-            orders::mark_payment_failed(&ctx.db, Some(&key(event_id)), &session.id).await?,
+            orders::mark_payment_failed(&ctx.writer, Some(&key(event_id)), &session.id).await?,
         ),
         PaymentEvent::SessionExpired { event_id, session } => transition(
             orders::cancel_unpaid(
-                &ctx.db,
+                &ctx.writer,
                 Some(&key(event_id)),
                 &session.id,
                 "checkout session expired",
@@ -126,7 +126,7 @@ async fn apply(ctx: &AppContext, event: &PaymentEvent) -> Result<&'static str, s
             fully: true,
         } => transition(
             orders::refund(
-                &ctx.db,
+                &ctx.writer,
                 Some(&key(event_id)),
                 payment_intent,
                 ctx.payments.restock_on_refund(),

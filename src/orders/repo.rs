@@ -13,7 +13,6 @@ use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
 };
 use serde_json::json;
 use time::OffsetDateTime;
@@ -22,6 +21,7 @@ use super::entity::{order, order_line, order_status_change};
 use super::model::OrderStatus;
 use crate::catalog::stock;
 use crate::events;
+use crate::platform::db::Writer;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShippingAddress {
@@ -76,14 +76,14 @@ pub enum PlaceOrderError {
 /// Creates a `pending_payment` order, pricing every line from the database
 /// and reserving its stock, all in one transaction: either every line is
 /// reserved or nothing is.
-pub async fn place(db: &DatabaseConnection, new: NewOrder) -> Result<PlacedOrder, PlaceOrderError> {
+pub async fn place(db: &Writer, new: NewOrder) -> Result<PlacedOrder, PlaceOrderError> {
     if new.lines.is_empty() {
         return Err(PlaceOrderError::Empty);
     }
     if new.lines.iter().any(|(_, q)| !(1..=99).contains(q)) {
         return Err(PlaceOrderError::BadQuantity);
     }
-    let txn = db.begin().await?;
+    let (txn, _permit) = db.begin().await?;
     // Reserve first: the first statement writes, which takes SQLite's lock.
     let ids: Vec<i64> = new.lines.iter().map(|(id, _)| *id).collect();
     for (variant_id, quantity) in &new.lines {
@@ -194,10 +194,11 @@ pub async fn place(db: &DatabaseConnection, new: NewOrder) -> Result<PlacedOrder
 
 /// Links the provider's payment session (Stripe Checkout session id) to the order.
 pub async fn attach_payment_session(
-    db: &DatabaseConnection,
+    db: &Writer,
     order_id: i64,
     session_id: &str,
 ) -> Result<bool, DbErr> {
+    let _permit = db.permit().await;
     let result = order::Entity::update_many()
         .col_expr(order::Column::PaymentSessionId, Expr::value(session_id))
         .col_expr(
@@ -206,7 +207,7 @@ pub async fn attach_payment_session(
         )
         .filter(order::Column::Id.eq(order_id))
         .filter(order::Column::PaymentSessionId.is_null())
-        .exec(db)
+        .exec(&db.db)
         .await?;
     Ok(result.rows_affected == 1)
 }
@@ -246,11 +247,8 @@ pub enum FulfilOutcome {
 /// and writes `order.paid` to the outbox. When the reservation had already
 /// been released and the stock is gone, the order is still paid but flagged
 /// `needs_attention`, with an `order.needs_attention` event.
-pub async fn fulfil(
-    db: &DatabaseConnection,
-    payment: &PaymentConfirmation,
-) -> Result<FulfilOutcome, DbErr> {
-    let txn = db.begin().await?;
+pub async fn fulfil(db: &Writer, payment: &PaymentConfirmation) -> Result<FulfilOutcome, DbErr> {
+    let (txn, _permit) = db.begin().await?;
     let key = payment.event_id.as_ref().map(|event_id| EventKey {
         source: payment.source.clone(),
         event_id: event_id.clone(),
@@ -418,7 +416,7 @@ pub enum Transition {
 /// Cancels the order of an expired or abandoned payment session and gives
 /// its reservation back. Idempotent; a paid order is left alone.
 pub async fn cancel_unpaid(
-    db: &DatabaseConnection,
+    db: &Writer,
     event: Option<&EventKey>,
     session_id: &str,
     reason: &str,
@@ -429,7 +427,7 @@ pub async fn cancel_unpaid(
 /// Records that a delayed payment method failed; the reservation is given
 /// back. A later successful payment for the same session is still honoured.
 pub async fn mark_payment_failed(
-    db: &DatabaseConnection,
+    db: &Writer,
     event: Option<&EventKey>,
     session_id: &str,
 ) -> Result<Transition, DbErr> {
@@ -444,13 +442,13 @@ pub async fn mark_payment_failed(
 }
 
 async fn close_unpaid(
-    db: &DatabaseConnection,
+    db: &Writer,
     event: Option<&EventKey>,
     session_id: &str,
     to: OrderStatus,
     reason: &str,
 ) -> Result<Transition, DbErr> {
-    let txn = db.begin().await?;
+    let (txn, _permit) = db.begin().await?;
     if !claim(&txn, event).await? {
         txn.rollback().await?;
         return Ok(Transition::DuplicateEvent);
@@ -498,12 +496,12 @@ async fn close_unpaid(
 /// Marks a paid order refunded (a full refund), putting its units back on
 /// the shelf when `restock` is set, and writes `order.refunded`.
 pub async fn refund(
-    db: &DatabaseConnection,
+    db: &Writer,
     event: Option<&EventKey>,
     payment_intent_id: &str,
     restock: bool,
 ) -> Result<Transition, DbErr> {
-    let txn = db.begin().await?;
+    let (txn, _permit) = db.begin().await?;
     if !claim(&txn, event).await? {
         txn.rollback().await?;
         return Ok(Transition::DuplicateEvent);
@@ -595,11 +593,7 @@ async fn release_reservation<C: ConnectionTrait>(
 /// One step of the reservation sweeper: cancels unpaid orders whose
 /// reservation expired before `now`, oldest first, at most `limit`.
 /// Returns how many it cancelled.
-pub async fn sweep_expired(
-    db: &DatabaseConnection,
-    now: OffsetDateTime,
-    limit: u64,
-) -> Result<usize, DbErr> {
+pub async fn sweep_expired(db: &Writer, now: OffsetDateTime, limit: u64) -> Result<usize, DbErr> {
     use sea_orm::QuerySelect;
     let expired: Vec<(i64, Option<String>)> = order::Entity::find()
         .select_only()
@@ -610,7 +604,7 @@ pub async fn sweep_expired(
         .order_by_asc(order::Column::ReservationExpiresAt)
         .limit(limit)
         .into_tuple()
-        .all(db)
+        .all(&db.db)
         .await?;
     let mut cancelled = 0;
     for (order_id, session) in expired {

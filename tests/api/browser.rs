@@ -93,6 +93,21 @@ async fn chrome(driver_url: &str) -> WebDriver {
         .expect("a browser session")
 }
 
+/// Waits until the browser has navigated to a URL containing `part`.
+async fn wait_for_url(browser: &WebDriver, part: &str) -> WebDriverResult<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if browser.current_url().await?.as_str().contains(part) {
+            return Ok(());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never navigated to a URL containing {part}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shopper_browses_home_category_and_product() {
     if !browser_available() {
@@ -115,6 +130,7 @@ async fn shopper_browses_home_category_and_product() {
             .find(By::Css("nav.category-nav a[href='/categories/footwear']"))
             .await?;
         link.click().await?;
+        wait_for_url(&browser, "/categories/footwear").await?;
         let heading = browser.find(By::Css("main h1")).await?;
         assert_eq!(heading.text().await?, "Footwear");
         let cards = browser.find_all(By::Css(".product-card")).await?;
@@ -132,25 +148,21 @@ async fn shopper_browses_home_category_and_product() {
             .await?
             .click()
             .await?;
-        assert!(
-            browser
-                .current_url()
-                .await?
-                .as_str()
-                .contains("sort=price_asc")
-        );
+        wait_for_url(&browser, "sort=price_asc").await?;
         browser
             .screenshot(&shots.join("storefront-2-category.png"))
             .await?;
 
         // The first card opens its product page.
         let first = browser.find(By::Css(".product-card a")).await?;
+        let href = first.attr("href").await?.expect("cards link to products");
         let name = first
             .find(By::Css(".product-card-name"))
             .await?
             .text()
             .await?;
         first.click().await?;
+        wait_for_url(&browser, &href).await?;
         let title = browser.find(By::Css("main h1")).await?;
         assert_eq!(title.text().await?, name);
         assert!(
@@ -171,6 +183,7 @@ async fn shopper_browses_home_category_and_product() {
             .await?
             .click()
             .await?;
+        wait_for_url(&browser, "/search?q=kopi").await?;
         assert!(
             browser
                 .find(By::Css("main h1"))

@@ -73,14 +73,14 @@ async fn outbox_count(app: &TestApp, event_type: &str) -> usize {
 /// Places a one-line order with a payment session id, returning (order id, session).
 async fn placed(app: &TestApp, variant_id: i64, quantity: i32, ttl: Duration) -> (i64, String) {
     let order = orders::place(
-        &app.context.db,
+        &app.context.writer,
         new_order(vec![(variant_id, quantity)], ttl),
     )
     .await
     .unwrap();
     let session = format!("cs_test_{}", order.public_id);
     assert!(
-        orders::attach_payment_session(&app.context.db, order.id, &session)
+        orders::attach_payment_session(&app.context.writer, order.id, &session)
             .await
             .unwrap()
     );
@@ -99,7 +99,7 @@ fn confirmation(session: &str, event: Option<&str>) -> PaymentConfirmation {
 async fn placing_an_order_prices_from_the_database_and_reserves_stock(app: TestApp) {
     let v = stocked_variant(&app, 10).await;
     let order = orders::place(
-        &app.context.db,
+        &app.context.writer,
         new_order(vec![(v.id, 3)], Duration::from_secs(1800)),
     )
     .await
@@ -145,7 +145,7 @@ async fn an_order_that_cannot_be_reserved_reserves_nothing(app: TestApp) {
         .unwrap()
         .unwrap();
     let result = orders::place(
-        &app.context.db,
+        &app.context.writer,
         new_order(
             vec![(plenty.id, 2), (scarce.id, scarce.stock_on_hand + 1)],
             Duration::from_secs(60),
@@ -166,14 +166,18 @@ async fn an_order_that_cannot_be_reserved_reserves_nothing(app: TestApp) {
     );
     assert!(matches!(
         orders::place(
-            &app.context.db,
+            &app.context.writer,
             new_order(vec![(999_999, 1)], Duration::from_secs(60))
         )
         .await,
         Err(PlaceOrderError::UnknownVariant(999_999))
     ));
     assert!(matches!(
-        orders::place(&app.context.db, new_order(vec![], Duration::from_secs(60))).await,
+        orders::place(
+            &app.context.writer,
+            new_order(vec![], Duration::from_secs(60))
+        )
+        .await,
         Err(PlaceOrderError::Empty)
     ));
 }
@@ -185,7 +189,7 @@ async fn ten_concurrent_deliveries_of_one_event_make_one_paid_order(app: TestApp
 
     let mut tasks = Vec::new();
     for _ in 0..10 {
-        let db = app.context.db.clone();
+        let db = app.context.writer.clone();
         let payment = confirmation(&session, Some("evt_same"));
         tasks.push(tokio::spawn(
             async move { orders::fulfil(&db, &payment).await },
@@ -242,7 +246,7 @@ async fn the_success_page_racing_the_webhook_makes_one_paid_order(app: TestApp) 
     let before_paid = outbox_count(&app, "order.paid").await;
     let mut tasks = Vec::new();
     for i in 0..10 {
-        let db = app.context.db.clone();
+        let db = app.context.writer.clone();
         // Half come from the success page (no event id), half are webhook retries.
         let event = (i % 2 == 0).then(|| format!("evt_race_{i}"));
         let payment = confirmation(&session, event.as_deref());
@@ -270,13 +274,13 @@ async fn an_expired_reservation_is_released_and_a_late_payment_still_counts(app:
 
     let now = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
     assert_eq!(
-        orders::sweep_expired(&app.context.db, now, 100)
+        orders::sweep_expired(&app.context.writer, now, 100)
             .await
             .unwrap(),
         1
     );
     assert_eq!(
-        orders::sweep_expired(&app.context.db, now, 100)
+        orders::sweep_expired(&app.context.writer, now, 100)
             .await
             .unwrap(),
         0,
@@ -292,9 +296,12 @@ async fn an_expired_reservation_is_released_and_a_late_payment_still_counts(app:
     assert!(outbox_count(&app, "order.cancelled").await >= 1);
 
     // The payment completed just before expiry; its webhook arrives now.
-    let outcome = orders::fulfil(&app.context.db, &confirmation(&session, Some("evt_late")))
-        .await
-        .unwrap();
+    let outcome = orders::fulfil(
+        &app.context.writer,
+        &confirmation(&session, Some("evt_late")),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         outcome,
         FulfilOutcome::Paid {
@@ -317,16 +324,19 @@ async fn a_late_payment_for_stock_that_is_gone_is_flagged_not_dropped(app: TestA
     let v = stocked_variant(&app, 10).await;
     let (order_id, session) = placed(&app, v.id, 2, Duration::ZERO).await;
     let now = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
-    orders::sweep_expired(&app.context.db, now, 100)
+    orders::sweep_expired(&app.context.writer, now, 100)
         .await
         .unwrap();
     // Meanwhile the shelf empties.
     assert!(app.context.catalog.set_stock(&v.sku, 0).await.unwrap());
     let attention_before = outbox_count(&app, "order.needs_attention").await;
 
-    let outcome = orders::fulfil(&app.context.db, &confirmation(&session, Some("evt_gone")))
-        .await
-        .unwrap();
+    let outcome = orders::fulfil(
+        &app.context.writer,
+        &confirmation(&session, Some("evt_gone")),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         outcome,
         FulfilOutcome::Paid {
@@ -350,14 +360,20 @@ async fn a_late_payment_for_stock_that_is_gone_is_flagged_not_dropped(app: TestA
 
 async fn a_payment_for_an_unknown_session_changes_nothing(app: TestApp) {
     let paid_before = outbox_count(&app, "order.paid").await;
-    let outcome = orders::fulfil(&app.context.db, &confirmation("cs_nobody", Some("evt_x")))
-        .await
-        .unwrap();
+    let outcome = orders::fulfil(
+        &app.context.writer,
+        &confirmation("cs_nobody", Some("evt_x")),
+    )
+    .await
+    .unwrap();
     assert_eq!(outcome, FulfilOutcome::UnknownSession);
     assert_eq!(outbox_count(&app, "order.paid").await, paid_before);
     // The same event again is recognised as a duplicate.
-    let again = orders::fulfil(&app.context.db, &confirmation("cs_nobody", Some("evt_x")))
-        .await
-        .unwrap();
+    let again = orders::fulfil(
+        &app.context.writer,
+        &confirmation("cs_nobody", Some("evt_x")),
+    )
+    .await
+    .unwrap();
     assert_eq!(again, FulfilOutcome::DuplicateEvent);
 }

@@ -36,7 +36,7 @@ async fn checkout(app: &TestApp, quantity: i32) -> Checkout {
         .unwrap()
         .unwrap();
     let placed = orders::place(
-        &app.context.db,
+        &app.context.writer,
         NewOrder {
             customer_id: None,
             email: "buyer@example.com".into(),
@@ -55,7 +55,7 @@ async fn checkout(app: &TestApp, quantity: i32) -> Checkout {
     .await
     .unwrap();
     let session = format!("cs_test_{}", uuid::Uuid::now_v7().simple());
-    orders::attach_payment_session(&app.context.db, placed.id, &session)
+    orders::attach_payment_session(&app.context.writer, placed.id, &session)
         .await
         .unwrap();
     Checkout {

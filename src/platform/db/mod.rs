@@ -9,16 +9,18 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use kedai_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
-    TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, Statement, TransactionTrait,
 };
 use secrecy::ExposeSecret;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{DatabaseKind, DatabaseSettings};
 
@@ -84,6 +86,44 @@ pub async fn ping(db: &DatabaseConnection) -> anyhow::Result<()> {
     .await
     .context("database did not answer")?;
     Ok(())
+}
+
+/// The way into write transactions. SQLite allows one writer at a time and
+/// makes the others poll with growing sleeps (its busy handler), which
+/// turns contention into long latency tails; so on SQLite writers queue
+/// fairly on an in-process semaphore first and the database lock is never
+/// contended within a process. PostgreSQL needs no gate: row locks and the
+/// pool bound do that job.
+#[derive(Clone)]
+pub struct Writer {
+    pub db: DatabaseConnection,
+    gate: Option<Arc<Semaphore>>,
+}
+
+impl Writer {
+    pub fn new(db: DatabaseConnection) -> Self {
+        let gate =
+            (db.get_database_backend() == DbBackend::Sqlite).then(|| Arc::new(Semaphore::new(1)));
+        Writer { db, gate }
+    }
+
+    /// Waits for this process's turn to write (immediately on PostgreSQL).
+    pub async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        match &self.gate {
+            // The semaphore is never closed, so acquiring cannot fail.
+            Some(gate) => gate.clone().acquire_owned().await.ok(),
+            None => None,
+        }
+    }
+
+    /// Begins a write transaction; keep the permit until it commits.
+    pub async fn begin(
+        &self,
+    ) -> Result<(DatabaseTransaction, Option<OwnedSemaphorePermit>), DbErr> {
+        let permit = self.permit().await;
+        let txn = self.db.begin().await?;
+        Ok((txn, permit))
+    }
 }
 
 /// Connection pool figures for `/metrics`.
