@@ -18,6 +18,7 @@ use crate::catalog::{self, Catalog};
 use crate::checkout::{self, Payments};
 use crate::config::Settings;
 use crate::ops;
+use crate::platform::cache::{self, Cache};
 use crate::platform::db;
 use crate::web::assets;
 use crate::web::error::{AppError, not_found};
@@ -30,6 +31,8 @@ pub struct AppContext {
     /// Write transactions go through here (queues writers on SQLite).
     pub writer: db::Writer,
     pub catalog: Catalog,
+    /// Sessions, rate limits and small caches (in-process or Redis).
+    pub cache: Arc<dyn Cache>,
     pub metrics: PrometheusHandle,
     pub payments: Payments,
     /// Cancelled when the process starts shutting down.
@@ -69,7 +72,10 @@ impl Application {
         })?;
         let port = listener.local_addr()?.port();
 
+        let cache = cache::from_settings(&settings.redis)
+            .context("could not set up the cache (redis.*)")?;
         let context = AppContext {
+            cache,
             writer: db::Writer::new(db.clone()),
             db,
             catalog,

@@ -46,10 +46,18 @@ pub async fn show_readiness(ctx: web::Data<AppContext>) -> HttpResponse {
         }
         Err(_) => "timeout".to_string(),
     };
-    let ready = database == "ok";
+    let cache = match tokio::time::timeout(Duration::from_secs(2), ctx.cache.ping()).await {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(error)) => {
+            tracing::warn!(error = %error, "readiness: cache check failed");
+            "unavailable".to_string()
+        }
+        Err(_) => "timeout".to_string(),
+    };
+    let ready = database == "ok" && cache == "ok";
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
-        "checks": { "database": database },
+        "checks": { "database": database, "cache": cache, "cache_kind": ctx.cache.kind() },
         "catalog_version": ctx.catalog.snapshot().version,
     });
     let mut response = if ready {

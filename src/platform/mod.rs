@@ -2,5 +2,6 @@
 //! vocabulary, one file per backend, chosen once at startup in `app.rs`.
 //! Only this tree knows a vendor's wire format.
 
+pub mod cache;
 pub mod db;
 pub mod payments;

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod browser;
+mod cache;
 mod cli;
 mod ops;
 mod orders;

@@ -12,6 +12,42 @@ crate::on_both_databases!(
     readiness_fails_while_draining,
 );
 
+/// With Redis configured, readiness checks it and fails when it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_checks_redis_when_configured() {
+    let Some(url) = crate::helpers::service_url("KEDAI_TEST_REDIS_URL") else {
+        return;
+    };
+    let prefix = format!("kedai-test-{}:", uuid::Uuid::now_v7().simple());
+    let app = crate::helpers::spawn_app_with(
+        crate::helpers::Backend::Sqlite,
+        &[
+            ("redis.kind", "redis"),
+            ("redis.url", url.as_str()),
+            ("redis.key_prefix", prefix.as_str()),
+        ],
+    )
+    .await
+    .unwrap();
+    let body: serde_json::Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(body["checks"]["cache"], "ok");
+    assert_eq!(body["checks"]["cache_kind"], "redis");
+
+    let broken = crate::helpers::spawn_app_with(
+        crate::helpers::Backend::Sqlite,
+        &[
+            ("redis.kind", "redis"),
+            ("redis.url", "redis://127.0.0.1:1"),
+        ],
+    )
+    .await
+    .unwrap();
+    let response = broken.get("/readyz").await;
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["checks"]["cache"], "unavailable");
+}
+
 async fn health_and_readiness_answer(app: TestApp) {
     let health = app.get("/healthz").await;
     assert_eq!(health.status(), 200);
@@ -24,6 +60,8 @@ async fn health_and_readiness_answer(app: TestApp) {
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "ready");
     assert_eq!(body["checks"]["database"], "ok");
+    assert_eq!(body["checks"]["cache"], "ok");
+    assert_eq!(body["checks"]["cache_kind"], "memory");
     assert!(body["catalog_version"].as_i64().unwrap() >= 1);
 }
 
