@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    telemetry::init(&settings.log);
+    let _log_guard = telemetry::init(&settings.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
