@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_create_shop;
 mod m20261124_000002_product_search;
+mod m20261124_000003_variant_stock_stamp;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_create_shop::Migration),
             Box::new(m20261124_000002_product_search::Migration),
+            Box::new(m20261124_000003_variant_stock_stamp::Migration),
         ]
     }
 }

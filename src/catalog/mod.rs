@@ -28,11 +28,13 @@ pub use read_model::{CatalogSnapshot, SearchTerms};
 
 /// Stock operations other modules run inside their own transactions (the
 /// order module reserves, sells and restocks through these). Each returns
-/// whether its condition held; callers bump the catalog version once per
-/// transaction with [`stock::bump_version`].
+/// whether its condition held and stamps the variant's `updated_at`, which
+/// the replicas' refresh loops watch (see [`Catalog::refresh_if_changed`]);
+/// they deliberately do not bump `catalog_state.version`, whose single row
+/// would serialise every concurrent checkout on PostgreSQL.
 pub mod stock {
     pub use super::repo::{
-        VariantForSale, bump_version, release_stock, reserve_stock, restock, take_reserved_stock,
+        VariantForSale, release_stock, reserve_stock, restock, take_reserved_stock,
         take_unreserved_stock, variants_for_sale,
     };
 }
@@ -81,9 +83,11 @@ impl Catalog {
         db: &DatabaseConnection,
         settings: &CatalogSettings,
     ) -> Result<CatalogSnapshot, DbErr> {
-        let (version, categories, products) =
+        let (stamp, categories, products) =
             repo::load_catalog(db, settings.low_stock_threshold).await?;
-        Ok(CatalogSnapshot::build(version, categories, products))
+        let mut snapshot = CatalogSnapshot::build(stamp.version, categories, products);
+        snapshot.stamp = stamp;
+        Ok(snapshot)
     }
 
     pub fn settings(&self) -> &CatalogSettings {
@@ -117,11 +121,12 @@ impl Catalog {
     }
 
     /// One step of the refresh loop: reloads when another writer (this or
-    /// another replica) has bumped the catalog version. Returns whether it
+    /// another replica) has bumped the catalog version or changed any
+    /// variant's stock since the snapshot was read. Returns whether it
     /// reloaded.
     pub async fn refresh_if_changed(&self) -> anyhow::Result<bool> {
-        let version = repo::current_version(&self.inner.db).await?;
-        if version == self.snapshot().version {
+        let stamp = repo::current_stamp(&self.inner.db).await?;
+        if stamp == self.snapshot().stamp {
             return Ok(false);
         }
         self.reload().await?;

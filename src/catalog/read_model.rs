@@ -15,6 +15,8 @@ use super::model::{Category, Product, SortOrder};
 #[derive(Debug, Default)]
 pub struct CatalogSnapshot {
     pub version: i64,
+    /// What the database looked like when this snapshot was read.
+    pub stamp: CatalogStamp,
     pub categories: Vec<Category>,
     products: Vec<Arc<Product>>,
     by_slug: HashMap<String, usize>,
@@ -80,6 +82,10 @@ impl CatalogSnapshot {
 
         CatalogSnapshot {
             version,
+            stamp: CatalogStamp {
+                version,
+                stock_changed_at: None,
+            },
             categories,
             products,
             by_slug,
@@ -165,6 +171,14 @@ impl CatalogSnapshot {
             .collect();
         changed.then_some(corrected)
     }
+}
+
+/// Identifies a state of the catalog: the version that catalog edits bump,
+/// and the latest stock change (any variant's `updated_at`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatalogStamp {
+    pub version: i64,
+    pub stock_changed_at: Option<time::OffsetDateTime>,
 }
 
 /// A shopper's search, normalised to at most eight lower-case words of

@@ -11,17 +11,30 @@ use time::OffsetDateTime;
 
 use super::entity::{catalog_state, category, product, product_image, variant};
 use super::model::{Category, Currency, Image, Money, Product, StockState, Variant};
+use super::read_model::CatalogStamp;
 
 /// The most search hits kept for one query; shoppers never page further.
 const SEARCH_LIMIT: u32 = 500;
 
-/// The version every catalog write bumps.
-pub async fn current_version(db: &DatabaseConnection) -> Result<i64, DbErr> {
-    Ok(catalog_state::Entity::find_by_id(1)
+/// The catalog version and the latest stock change, read together.
+pub async fn current_stamp<C: ConnectionTrait>(db: &C) -> Result<CatalogStamp, DbErr> {
+    use sea_orm::QuerySelect;
+    let version = catalog_state::Entity::find_by_id(1)
         .one(db)
         .await?
         .map(|row| row.version)
-        .unwrap_or(0))
+        .unwrap_or(0);
+    let stock_changed_at: Option<OffsetDateTime> = variant::Entity::find()
+        .select_only()
+        .column_as(variant::Column::UpdatedAt.max(), "latest")
+        .into_tuple()
+        .one(db)
+        .await?
+        .flatten();
+    Ok(CatalogStamp {
+        version,
+        stock_changed_at,
+    })
 }
 
 /// Bumps the catalog version inside the caller's transaction, so replicas
@@ -52,13 +65,9 @@ pub async fn product_count(db: &DatabaseConnection) -> Result<u64, DbErr> {
 pub async fn load_catalog(
     db: &DatabaseConnection,
     low_stock_threshold: i32,
-) -> Result<(i64, Vec<Category>, Vec<Product>), DbErr> {
+) -> Result<(CatalogStamp, Vec<Category>, Vec<Product>), DbErr> {
     let txn = db.begin().await?;
-    let version = catalog_state::Entity::find_by_id(1)
-        .one(&txn)
-        .await?
-        .map(|row| row.version)
-        .unwrap_or(0);
+    let stamp = current_stamp(&txn).await?;
     let categories = category::Entity::find()
         .order_by_asc(category::Column::Position)
         .order_by_asc(category::Column::Id)
@@ -166,7 +175,7 @@ pub async fn load_catalog(
             product_count: 0,
         })
         .collect();
-    Ok((version, categories, out))
+    Ok((stamp, categories, out))
 }
 
 /// How the words of a search combine.

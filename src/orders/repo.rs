@@ -181,7 +181,6 @@ pub async fn place(db: &Writer, new: NewOrder) -> Result<PlacedOrder, PlaceOrder
         "checkout started",
     )
     .await?;
-    stock::bump_version(&txn).await?;
     txn.commit().await?;
     Ok(PlacedOrder {
         id: order_id,
@@ -355,7 +354,6 @@ pub async fn fulfil(db: &Writer, payment: &PaymentConfirmation) -> Result<Fulfil
         )
         .await?;
     }
-    stock::bump_version(&txn).await?;
     txn.commit().await?;
     if needs_attention {
         tracing::warn!(
@@ -488,7 +486,6 @@ async fn close_unpaid(
         )
         .await?;
     }
-    stock::bump_version(&txn).await?;
     txn.commit().await?;
     Ok(Transition::Applied)
 }
@@ -543,7 +540,6 @@ pub async fn refund(
                 stock::restock(&txn, variant_id, line.quantity).await?;
             }
         }
-        stock::bump_version(&txn).await?;
     }
     let previous = order_status_before_paid(&txn, order.id).await?;
     let note = if restock {
