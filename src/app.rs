@@ -14,6 +14,7 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cart;
 use crate::catalog::{self, Catalog};
 use crate::checkout::{self, Payments};
 use crate::config::Settings;
@@ -22,6 +23,7 @@ use crate::platform::cache::{self, Cache};
 use crate::platform::db;
 use crate::web::assets;
 use crate::web::error::{AppError, not_found};
+use crate::web::visitor::Csrf;
 
 /// What every request handler and background task can reach.
 #[derive(Clone)]
@@ -35,8 +37,34 @@ pub struct AppContext {
     pub cache: Arc<dyn Cache>,
     pub metrics: PrometheusHandle,
     pub payments: Payments,
+    pub csrf: Csrf,
     /// Cancelled when the process starts shutting down.
     pub shutdown: CancellationToken,
+}
+
+impl AppContext {
+    /// Cookies are marked Secure when shoppers reach us over https.
+    pub fn secure_cookies(&self) -> bool {
+        self.settings.server.public_url.scheme() == "https"
+    }
+}
+
+/// `server.secret_key`, or a random one for this process when unset (fine
+/// for one process; replicas must share a configured value).
+fn server_secret(settings: &Settings) -> secrecy::SecretString {
+    if crate::config::is_set(&settings.server.secret_key) {
+        return settings.server.secret_key.clone();
+    }
+    if settings.is_production() {
+        tracing::warn!(
+            "server.secret_key is not set: CSRF tokens will not work across replicas or restarts"
+        );
+    }
+    secrecy::SecretString::from(format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    ))
 }
 
 /// A built, listening application that has not started serving yet.
@@ -81,6 +109,7 @@ impl Application {
             catalog,
             metrics,
             payments: Payments::from_settings(&settings),
+            csrf: Csrf::new(server_secret(&settings)),
             shutdown: CancellationToken::new(),
             settings: Arc::new(settings),
         };
@@ -166,7 +195,13 @@ fn http_server(listener: TcpListener, context: AppContext) -> anyhow::Result<Ser
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(max_body))
-            .app_data(web::FormConfig::default().limit(max_body))
+            .app_data(
+                web::FormConfig::default()
+                    .limit(max_body)
+                    .error_handler(|error, _| {
+                        AppError::BadRequest(format!("The form could not be read: {error}")).into()
+                    }),
+            )
             .app_data(web::JsonConfig::default().limit(max_body))
             .app_data(web::QueryConfig::default().error_handler(|error, _| {
                 AppError::BadRequest(format!("The address has an invalid parameter: {error}"))
@@ -181,6 +216,7 @@ fn http_server(listener: TcpListener, context: AppContext) -> anyhow::Result<Ser
             .configure(ops::configure)
             .configure(catalog::routes::configure)
             .configure(checkout::webhook::configure)
+            .configure(cart::routes::configure)
             .route("/static/{path:.*}", web::get().to(assets::serve_static))
             .default_service(web::to(not_found))
     })

@@ -83,6 +83,7 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     pub max_body_bytes: usize,
     pub access_log: bool,
+    pub secret_key: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -494,6 +495,7 @@ impl Settings {
                 "shutdown_grace": humantime::format_duration(self.server.shutdown_grace).to_string(),
                 "max_body_bytes": self.server.max_body_bytes,
                 "access_log": self.server.access_log,
+                "secret_key": redact(&self.server.secret_key),
             },
             "log": { "level": self.log.level, "format": format!("{:?}", self.log.format).to_lowercase() },
             "database": {

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::model::{Category, Product, SortOrder};
+use super::model::{Category, Product, SortOrder, Variant};
 
 #[derive(Debug, Default)]
 pub struct CatalogSnapshot {
@@ -21,6 +21,8 @@ pub struct CatalogSnapshot {
     products: Vec<Arc<Product>>,
     by_slug: HashMap<String, usize>,
     by_id: HashMap<i64, usize>,
+    /// Variant id → (product index, variant index).
+    variants: HashMap<i64, (usize, usize)>,
     category_by_slug: HashMap<String, usize>,
     /// Product indexes of each category (and of the whole catalog under
     /// `None`) in every sort order.
@@ -36,9 +38,13 @@ impl CatalogSnapshot {
         let products: Vec<Arc<Product>> = products.into_iter().map(Arc::new).collect();
         let mut by_slug = HashMap::with_capacity(products.len());
         let mut by_id = HashMap::with_capacity(products.len());
+        let mut variants = HashMap::new();
         for (index, product) in products.iter().enumerate() {
             by_slug.insert(product.slug.clone(), index);
             by_id.insert(product.id, index);
+            for (position, variant) in product.variants.iter().enumerate() {
+                variants.insert(variant.id, (index, position));
+            }
         }
         for category in &mut categories {
             category.product_count = products
@@ -90,6 +96,7 @@ impl CatalogSnapshot {
             products,
             by_slug,
             by_id,
+            variants,
             category_by_slug,
             listings,
             vocabulary,
@@ -106,6 +113,13 @@ impl CatalogSnapshot {
 
     pub fn product_by_id(&self, id: i64) -> Option<&Arc<Product>> {
         self.by_id.get(&id).map(|&i| &self.products[i])
+    }
+
+    /// A variant with its product.
+    pub fn variant(&self, variant_id: i64) -> Option<(&Arc<Product>, &Variant)> {
+        let &(product, position) = self.variants.get(&variant_id)?;
+        let product = &self.products[product];
+        Some((product, &product.variants[position]))
     }
 
     pub fn category_by_slug(&self, slug: &str) -> Option<&Category> {

@@ -11,6 +11,7 @@ use crate::app::AppContext;
 use crate::web::error::AppError;
 use crate::web::http::{CachePolicy, render, render_as};
 use crate::web::layout::Layout;
+use crate::web::visitor::Visitor;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(show_home))
@@ -159,12 +160,20 @@ pub async fn show_product(
     let mut layout = Layout::new(format!("{} — Kedai", product.name), &snapshot.categories)
         .describe(product.description.clone());
     layout.active_category = Some(&product.category_slug);
+    // The add-to-cart form carries the visitor's CSRF token, so the page
+    // is personal: browsers revalidate it, shared caches never keep it.
+    let visitor = Visitor::of(&req);
+    let csrf_token = ctx.csrf.token_for(&visitor);
     let view = ProductPage {
         layout,
         product,
         related: snapshot.related(product, 4),
+        csrf_token: &csrf_token,
+        max_quantity: crate::cart::MAX_QUANTITY,
     };
-    render(&req, &view, page_policy(&ctx))
+    let mut response = render(&req, &view, CachePolicy::Private)?;
+    visitor.remember(&mut response, ctx.secure_cookies())?;
+    Ok(response)
 }
 
 pub async fn show_product_image(

@@ -43,6 +43,8 @@ pub struct ProductPage<'a> {
     pub layout: Layout<'a>,
     pub product: &'a Product,
     pub related: Vec<&'a Arc<Product>>,
+    pub csrf_token: &'a str,
+    pub max_quantity: i32,
 }
 
 #[derive(Template)]

@@ -17,6 +17,9 @@ pub enum AppError {
     /// 400: the request itself is wrong; the message is shown as is.
     #[error("{0}")]
     BadRequest(String),
+    /// 403: a form without a valid CSRF token; nothing was changed.
+    #[error("forbidden")]
+    Forbidden,
     /// 503: a dependency is down or the process is shutting down.
     #[error("service unavailable")]
     Unavailable,
@@ -64,6 +67,7 @@ impl ResponseError for AppError {
         match self {
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Forbidden => StatusCode::FORBIDDEN,
             AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -79,6 +83,11 @@ impl ResponseError for AppError {
             AppError::BadRequest(message) => {
                 ErrorPage::respond(StatusCode::BAD_REQUEST, "That did not work", message)
             }
+            AppError::Forbidden => ErrorPage::respond(
+                StatusCode::FORBIDDEN,
+                "This form has expired",
+                "For your safety we did not change anything. Please go back, reload the page and try again.",
+            ),
             AppError::Unavailable => ErrorPage::respond(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Back in a moment",

@@ -15,7 +15,10 @@ pub const HTML: &str = "text/html; charset=utf-8";
 pub enum CachePolicy {
     /// Anyone may cache it for this long (storefront pages: a CDN absorbs peaks).
     Public(Duration),
-    /// Personal or changing content: never stored.
+    /// Personal content (it carries a CSRF token or the shopper's cart):
+    /// only the browser keeps it, and revalidates it every time.
+    Private,
+    /// Never stored at all.
     NoStore,
 }
 
@@ -23,6 +26,7 @@ impl CachePolicy {
     fn header_value(self) -> String {
         match self {
             CachePolicy::Public(max_age) => format!("public, max-age={}", max_age.as_secs()),
+            CachePolicy::Private => "private, no-cache".to_string(),
             CachePolicy::NoStore => "no-store".to_string(),
         }
     }

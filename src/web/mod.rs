@@ -5,3 +5,4 @@ pub mod assets;
 pub mod error;
 pub mod http;
 pub mod layout;
+pub mod visitor;

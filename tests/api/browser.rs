@@ -175,6 +175,40 @@ async fn shopper_browses_home_category_and_product() {
             .screenshot(&shots.join("storefront-3-product.png"))
             .await?;
 
+        // Add an in-stock product to the cart with the plain form.
+        let catalog = kedai::catalog::demo::demo_catalog();
+        let buyable = catalog
+            .iter()
+            .flat_map(|c| &c.products)
+            .find(|p| p.variants.len() > 1 && p.variants.iter().all(|v| v.stock_on_hand >= 5))
+            .expect("the demo has fully stocked products with options");
+        browser
+            .goto(format!("{}/products/{}", app.address, buyable.slug))
+            .await?;
+        let quantity = browser.find(By::Css("#quantity")).await?;
+        quantity.clear().await?;
+        quantity.send_keys("2").await?;
+        browser
+            .find(By::Css(".add-to-cart button"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "/cart?notice=added").await?;
+        let row = browser.find(By::Css(".cart-table tbody tr")).await?;
+        assert!(row.text().await?.contains(&buyable.variants[0].sku));
+        assert_eq!(
+            browser
+                .find(By::Css(".cart-table input[name='quantity']"))
+                .await?
+                .value()
+                .await?
+                .as_deref(),
+            Some("2")
+        );
+        browser
+            .screenshot(&shots.join("storefront-5-cart.png"))
+            .await?;
+
         // Search from the header.
         let search = browser.find(By::Css("#site-search")).await?;
         search.send_keys("kopi").await?;

@@ -200,6 +200,18 @@ impl TestApp {
     }
 }
 
+/// The `name=value` of the visitor cookie a response sets, for a `Cookie` header.
+pub fn visitor_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("kedai_visitor="))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_string)
+}
+
 /// Texts between `start` and the next `end` in `html`, in order.
 pub fn between<'a>(html: &'a str, start: &str, end: &str) -> Vec<&'a str> {
     let mut out = Vec::new();

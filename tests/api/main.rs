@@ -5,6 +5,7 @@ mod helpers;
 
 mod browser;
 mod cache;
+mod cart;
 mod cli;
 mod ops;
 mod orders;
