@@ -23,7 +23,7 @@ use crate::platform::cache::{self, Cache};
 use crate::platform::db;
 use crate::web::assets;
 use crate::web::error::{AppError, not_found};
-use crate::web::visitor::Csrf;
+use crate::web::visitor::{Csrf, OrderLinks};
 
 /// What every request handler and background task can reach.
 #[derive(Clone)]
@@ -38,6 +38,10 @@ pub struct AppContext {
     pub metrics: PrometheusHandle,
     pub payments: Payments,
     pub csrf: Csrf,
+    pub links: OrderLinks,
+    /// How this process reaches itself over loopback (the test-mode
+    /// payment provider posts its webhook here).
+    pub self_url: String,
     /// Cancelled when the process starts shutting down.
     pub shutdown: CancellationToken,
 }
@@ -99,6 +103,12 @@ impl Application {
             format!("could not listen on server.bind = {}", settings.server.bind)
         })?;
         let port = listener.local_addr()?.port();
+        let self_ip = match listener.local_addr()?.ip() {
+            ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+            ip => ip,
+        };
+        let self_url = format!("http://{}", std::net::SocketAddr::new(self_ip, port));
+        let secret = server_secret(&settings);
 
         let cache = cache::from_settings(&settings.redis)
             .context("could not set up the cache (redis.*)")?;
@@ -109,7 +119,9 @@ impl Application {
             catalog,
             metrics,
             payments: Payments::from_settings(&settings),
-            csrf: Csrf::new(server_secret(&settings)),
+            csrf: Csrf::new(secret.clone()),
+            links: OrderLinks::new(secret),
+            self_url,
             shutdown: CancellationToken::new(),
             settings: Arc::new(settings),
         };
@@ -217,6 +229,7 @@ fn http_server(listener: TcpListener, context: AppContext) -> anyhow::Result<Ser
             .configure(catalog::routes::configure)
             .configure(checkout::webhook::configure)
             .configure(cart::routes::configure)
+            .configure(checkout::routes::configure)
             .route("/static/{path:.*}", web::get().to(assets::serve_static))
             .default_service(web::to(not_found))
     })

@@ -65,6 +65,8 @@ pub enum CartNotice {
     Limited,
     SoldOut,
     Unknown,
+    /// The shopper left the payment page; nothing was charged.
+    PaymentCancelled,
 }
 
 impl CartNotice {
@@ -76,6 +78,7 @@ impl CartNotice {
             CartNotice::Limited => "limited",
             CartNotice::SoldOut => "sold_out",
             CartNotice::Unknown => "unknown",
+            CartNotice::PaymentCancelled => "payment_cancelled",
         }
     }
 
@@ -87,6 +90,7 @@ impl CartNotice {
             CartNotice::Limited,
             CartNotice::SoldOut,
             CartNotice::Unknown,
+            CartNotice::PaymentCancelled,
         ]
         .into_iter()
         .find(|n| n.code() == code)
@@ -100,6 +104,9 @@ impl CartNotice {
             CartNotice::Limited => "We don't have that many left, so your cart holds all we have.",
             CartNotice::SoldOut => "Sorry, that option has just sold out.",
             CartNotice::Unknown => "That product is no longer available.",
+            CartNotice::PaymentCancelled => {
+                "Payment cancelled; nothing was charged. Your cart is as you left it."
+            }
         }
     }
 
@@ -142,6 +149,11 @@ pub async fn load(
         });
     }
     Ok(cart)
+}
+
+/// Empties the visitor's cart.
+pub async fn clear(writer: &Writer, token: &str) -> Result<(), DbErr> {
+    repo::clear(writer, token).await
 }
 
 /// Sets the quantity of a variant in the cart (adding to what is there when

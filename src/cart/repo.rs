@@ -94,3 +94,19 @@ pub async fn set_quantity(
         .await?;
     txn.commit().await
 }
+
+/// Empties the visitor's cart (after a successful payment).
+pub async fn clear(writer: &Writer, token: &str) -> Result<(), DbErr> {
+    let _permit = writer.permit().await;
+    if let Some(cart) = cart::Entity::find()
+        .filter(cart::Column::Token.eq(token))
+        .one(&writer.db)
+        .await?
+    {
+        cart_line::Entity::delete_many()
+            .filter(cart_line::Column::CartId.eq(cart.id))
+            .exec(&writer.db)
+            .await?;
+    }
+    Ok(())
+}

@@ -2,6 +2,8 @@
 //! payment webhook and the sweeper that gives back the stock of checkouts
 //! that expired unpaid. Orders themselves change only through `orders`.
 
+pub mod routes;
+pub mod views;
 pub mod webhook;
 
 use std::sync::Arc;

@@ -667,6 +667,36 @@ pub struct OrderView {
     pub history: Vec<order_status_change::Model>,
 }
 
+/// The order paid through a payment session.
+pub async fn find_by_session(
+    db: &DatabaseConnection,
+    session_id: &str,
+) -> Result<Option<OrderView>, DbErr> {
+    let Some(order) = order::Entity::find()
+        .filter(order::Column::PaymentSessionId.eq(session_id))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    find_by_id(db, order.id).await
+}
+
+/// The order behind a public id (the id in order links).
+pub async fn find_by_public_id(
+    db: &DatabaseConnection,
+    public_id: &str,
+) -> Result<Option<OrderView>, DbErr> {
+    let Some(order) = order::Entity::find()
+        .filter(order::Column::PublicId.eq(public_id))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    find_by_id(db, order.id).await
+}
+
 pub async fn find_by_id(
     db: &DatabaseConnection,
     order_id: i64,

@@ -209,6 +209,45 @@ async fn shopper_browses_home_category_and_product() {
             .screenshot(&shots.join("storefront-5-cart.png"))
             .await?;
 
+        // Check out as a guest and pay on the test-mode payment page.
+        browser
+            .find(By::Css("a[href='/checkout']"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "/checkout").await?;
+        for (field, value) in [
+            ("#email", "aisyah@example.com"),
+            ("#phone", "+60123456789"),
+            ("#name", "Aisyah Rahman"),
+            ("#line1", "8 Lorong Kuda"),
+            ("#city", "George Town"),
+            ("#postcode", "10400"),
+            ("#state", "Penang"),
+        ] {
+            browser.find(By::Css(field)).await?.send_keys(value).await?;
+        }
+        browser
+            .screenshot(&shots.join("storefront-6-checkout.png"))
+            .await?;
+        browser
+            .find(By::Css(".checkout-form button"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "/pay/test/").await?;
+        browser
+            .find(By::Css("form[action$='/pay'] button"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "/orders/").await?;
+        let status = browser.find(By::Css(".order-status")).await?.text().await?;
+        assert!(status.contains("Paid"), "{status}");
+        browser
+            .screenshot(&shots.join("storefront-7-order.png"))
+            .await?;
+
         // Search from the header.
         let search = browser.find(By::Css("#site-search")).await?;
         search.send_keys("kopi").await?;

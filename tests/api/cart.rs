@@ -14,12 +14,12 @@ crate::on_both_databases!(
 );
 
 /// A browsing session: the visitor cookie and the CSRF token of a product page.
-struct Shopper {
-    cookie: String,
-    csrf: String,
+pub(crate) struct Shopper {
+    pub(crate) cookie: String,
+    pub(crate) csrf: String,
 }
 
-async fn visit(app: &TestApp, slug: &str) -> (Shopper, String) {
+pub(crate) async fn visit(app: &TestApp, slug: &str) -> (Shopper, String) {
     let response = app.get(&format!("/products/{slug}")).await;
     let cookie = visitor_cookie(&response).expect("a visitor cookie");
     let html = response.text().await.unwrap();
@@ -49,7 +49,7 @@ async fn visit(app: &TestApp, slug: &str) -> (Shopper, String) {
     (shopper, html)
 }
 
-async fn post(
+pub(crate) async fn post(
     app: &TestApp,
     shopper: &Shopper,
     path: &str,
@@ -64,7 +64,7 @@ async fn post(
         .unwrap()
 }
 
-async fn cart_page(app: &TestApp, shopper: &Shopper, query: &str) -> String {
+pub(crate) async fn cart_page(app: &TestApp, shopper: &Shopper, query: &str) -> String {
     let response = app
         .client
         .get(format!("{}/cart{query}", app.address))
@@ -77,7 +77,7 @@ async fn cart_page(app: &TestApp, shopper: &Shopper, query: &str) -> String {
     response.text().await.unwrap()
 }
 
-fn in_stock_variant(min: i32) -> (String, String, i64) {
+pub(crate) fn in_stock_variant(min: i32) -> (String, String, i64) {
     let catalog = demo_catalog();
     let (product, index) = catalog
         .iter()
@@ -96,7 +96,7 @@ fn in_stock_variant(min: i32) -> (String, String, i64) {
     )
 }
 
-fn variant_id_of(app: &TestApp, sku: &str) -> i64 {
+pub(crate) fn variant_id_of(app: &TestApp, sku: &str) -> i64 {
     let snapshot = app.context.catalog.snapshot();
     snapshot
         .listing(None, kedai::catalog::SortOrder::Name)

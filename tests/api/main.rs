@@ -6,6 +6,7 @@ mod helpers;
 mod browser;
 mod cache;
 mod cart;
+mod checkout;
 mod cli;
 mod ops;
 mod orders;
