@@ -2,7 +2,6 @@
 //! change answers with a redirect to the cart (post/redirect/get), whose
 //! message is chosen by a fixed code, never by text from the request.
 
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
@@ -10,9 +9,9 @@ use super::views::CartPage;
 use super::{CartNotice, MAX_QUANTITY};
 use crate::app::AppContext;
 use crate::web::error::AppError;
-use crate::web::http::{CachePolicy, render};
+use crate::web::http::{CachePolicy, render, see_other};
 use crate::web::layout::Layout;
-use crate::web::visitor::Visitor;
+use crate::web::visitor::{Visitor, verified_visitor};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/cart", web::get().to(show_cart))
@@ -64,21 +63,7 @@ fn one() -> i32 {
 }
 
 fn back_to_cart(notice: CartNotice) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, format!("/cart?notice={}", notice.code())))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .finish()
-}
-
-/// The visitor of a form post, once its CSRF token checks out.
-fn verified_visitor(req: &HttpRequest, ctx: &AppContext, token: &str) -> Result<Visitor, AppError> {
-    let visitor = Visitor::of(req);
-    if !ctx.csrf.verify(&visitor, token) {
-        metrics::counter!("kedai_csrf_rejected_total").increment(1);
-        tracing::warn!(path = req.path(), "form post without a valid CSRF token");
-        return Err(AppError::Forbidden);
-    }
-    Ok(visitor)
+    see_other(format!("/cart?notice={}", notice.code()))
 }
 
 pub async fn add_to_cart(
@@ -86,7 +71,7 @@ pub async fn add_to_cart(
     ctx: web::Data<AppContext>,
     form: web::Form<LineForm>,
 ) -> Result<HttpResponse, AppError> {
-    let visitor = verified_visitor(&req, &ctx, &form.csrf_token)?;
+    let visitor = verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
     let quantity = form.quantity.clamp(1, MAX_QUANTITY);
     let snapshot = ctx.catalog.snapshot();
     let notice = super::change(
@@ -106,7 +91,7 @@ pub async fn update_cart_line(
     ctx: web::Data<AppContext>,
     form: web::Form<LineForm>,
 ) -> Result<HttpResponse, AppError> {
-    let visitor = verified_visitor(&req, &ctx, &form.csrf_token)?;
+    let visitor = verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
     let quantity = form.quantity.clamp(0, MAX_QUANTITY);
     let snapshot = ctx.catalog.snapshot();
     let notice = super::change(
@@ -126,7 +111,7 @@ pub async fn remove_cart_line(
     ctx: web::Data<AppContext>,
     form: web::Form<LineForm>,
 ) -> Result<HttpResponse, AppError> {
-    let visitor = verified_visitor(&req, &ctx, &form.csrf_token)?;
+    let visitor = verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
     let snapshot = ctx.catalog.snapshot();
     let notice = super::change(
         &ctx.writer,

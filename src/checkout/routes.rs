@@ -6,7 +6,6 @@
 //! loopback, so the real webhook path makes the order paid. Nothing else
 //! marks an order paid: the order page only reads.
 
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
@@ -18,9 +17,9 @@ use crate::config::PaymentsKind;
 use crate::orders::{self, NewOrder, OrderStatus, PlaceOrderError, ShippingAddress};
 use crate::platform::payments::{signature, stripe_event};
 use crate::web::error::AppError;
-use crate::web::http::{CachePolicy, render};
+use crate::web::http::{CachePolicy, render, see_other};
 use crate::web::layout::Layout;
-use crate::web::visitor::Visitor;
+use crate::web::visitor::{Visitor, verified_visitor};
 
 /// Flat delivery fee in sen, waived from [`FREE_DELIVERY_FROM`].
 pub const DELIVERY_FEE: i64 = 800;
@@ -46,22 +45,6 @@ fn delivery_fee(subtotal: i64) -> i64 {
     }
 }
 
-fn redirect(location: String) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, location))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .finish()
-}
-
-fn verified(req: &HttpRequest, ctx: &AppContext, token: &str) -> Result<Visitor, AppError> {
-    let visitor = Visitor::of(req);
-    if !ctx.csrf.verify(&visitor, token) {
-        metrics::counter!("kedai_csrf_rejected_total").increment(1);
-        return Err(AppError::Forbidden);
-    }
-    Ok(visitor)
-}
-
 async fn render_checkout(
     req: &HttpRequest,
     ctx: &AppContext,
@@ -72,7 +55,7 @@ async fn render_checkout(
     let snapshot = ctx.catalog.snapshot();
     let cart = cart::load(&ctx.db, &snapshot, &visitor.token).await?;
     if cart.is_empty() {
-        return Ok(redirect("/cart".into()));
+        return Ok(see_other("/cart"));
     }
     let subtotal = cart.subtotal.map(|m| m.minor).unwrap_or(0);
     let shipping = delivery_fee(subtotal);
@@ -103,7 +86,7 @@ pub async fn show_checkout(
 ) -> Result<HttpResponse, AppError> {
     let visitor = Visitor::of(&req);
     if visitor.is_new {
-        return Ok(redirect("/cart".into()));
+        return Ok(see_other("/cart"));
     }
     render_checkout(&req, &ctx, &visitor, &CheckoutForm::default(), &[]).await
 }
@@ -163,7 +146,7 @@ pub async fn submit_checkout(
     ctx: web::Data<AppContext>,
     form: web::Form<CheckoutForm>,
 ) -> Result<HttpResponse, AppError> {
-    let visitor = verified(&req, &ctx, &form.csrf_token)?;
+    let visitor = verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
     let errors = validate(&form);
     if !errors.is_empty() {
         return render_checkout(&req, &ctx, &visitor, &form, &errors).await;
@@ -171,7 +154,7 @@ pub async fn submit_checkout(
     let snapshot = ctx.catalog.snapshot();
     let cart = cart::load(&ctx.db, &snapshot, &visitor.token).await?;
     if cart.is_empty() {
-        return Ok(redirect("/cart".into()));
+        return Ok(see_other("/cart"));
     }
     let subtotal = cart.subtotal.map(|m| m.minor).unwrap_or(0);
     let new_order = NewOrder {
@@ -221,7 +204,7 @@ pub async fn submit_checkout(
         PaymentsKind::Test => {
             let session = format!("cs_test_{}", uuid::Uuid::new_v4().simple());
             orders::attach_payment_session(&ctx.writer, placed.id, &session).await?;
-            Ok(redirect(format!("/pay/test/{session}")))
+            Ok(see_other(format!("/pay/test/{session}")))
         }
         PaymentsKind::Stripe => {
             // Creating the Stripe Checkout session is not built yet; give the
@@ -266,7 +249,7 @@ pub async fn show_test_payment(
     let view = test_order(&ctx, &session).await?;
     let visitor = Visitor::of(&req);
     if view.order.status != OrderStatus::PendingPayment.as_str() {
-        return Ok(redirect(ctx.links.url(&view.order.public_id)));
+        return Ok(see_other(ctx.links.url(&view.order.public_id)));
     }
     let snapshot = ctx.catalog.snapshot();
     let csrf_token = ctx.csrf.token_for(&visitor);
@@ -294,7 +277,7 @@ pub async fn pay_test_session(
     session: web::Path<String>,
     form: web::Form<TokenForm>,
 ) -> Result<HttpResponse, AppError> {
-    let visitor = verified(&req, &ctx, &form.csrf_token)?;
+    let visitor = verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
     let view = test_order(&ctx, &session).await?;
     let secret = ctx.payments.signing_secret().ok_or(AppError::Unavailable)?;
     let body = stripe_event::session_completed_body(
@@ -329,7 +312,7 @@ pub async fn pay_test_session(
         )));
     }
     cart::clear(&ctx.writer, &visitor.token).await?;
-    Ok(redirect(ctx.links.url(&view.order.public_id)))
+    Ok(see_other(ctx.links.url(&view.order.public_id)))
 }
 
 pub async fn cancel_test_session(
@@ -338,10 +321,10 @@ pub async fn cancel_test_session(
     session: web::Path<String>,
     form: web::Form<TokenForm>,
 ) -> Result<HttpResponse, AppError> {
-    verified(&req, &ctx, &form.csrf_token)?;
+    verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
     test_order(&ctx, &session).await?;
     orders::cancel_unpaid(&ctx.writer, None, &session, "cancelled on the payment page").await?;
-    Ok(redirect(format!(
+    Ok(see_other(format!(
         "/cart?notice={}",
         CartNotice::PaymentCancelled.code()
     )))

@@ -672,14 +672,7 @@ pub async fn find_by_session(
     db: &DatabaseConnection,
     session_id: &str,
 ) -> Result<Option<OrderView>, DbErr> {
-    let Some(order) = order::Entity::find()
-        .filter(order::Column::PaymentSessionId.eq(session_id))
-        .one(db)
-        .await?
-    else {
-        return Ok(None);
-    };
-    find_by_id(db, order.id).await
+    find_one(db, order::Column::PaymentSessionId.eq(session_id)).await
 }
 
 /// The order behind a public id (the id in order links).
@@ -687,14 +680,17 @@ pub async fn find_by_public_id(
     db: &DatabaseConnection,
     public_id: &str,
 ) -> Result<Option<OrderView>, DbErr> {
-    let Some(order) = order::Entity::find()
-        .filter(order::Column::PublicId.eq(public_id))
-        .one(db)
-        .await?
-    else {
-        return Ok(None);
-    };
-    find_by_id(db, order.id).await
+    find_one(db, order::Column::PublicId.eq(public_id)).await
+}
+
+async fn find_one(
+    db: &DatabaseConnection,
+    condition: sea_orm::sea_query::SimpleExpr,
+) -> Result<Option<OrderView>, DbErr> {
+    match order::Entity::find().filter(condition).one(db).await? {
+        Some(order) => find_by_id(db, order.id).await,
+        None => Ok(None),
+    }
 }
 
 pub async fn find_by_id(

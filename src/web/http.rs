@@ -100,6 +100,14 @@ pub fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
         .any(|candidate| candidate.trim() == "*" || opaque(candidate) == ours)
 }
 
+/// `303 See Other` to `location`: the answer to a successful form post.
+pub fn see_other(location: impl Into<String>) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location.into()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
 /// A header value known to be valid at compile time.
 pub fn static_header(value: &'static str) -> HeaderValue {
     HeaderValue::from_static(value)

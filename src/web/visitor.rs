@@ -144,6 +144,22 @@ mod tests {
     }
 }
 
+/// The visitor of a form post, once its CSRF token checks out; 403 (and a
+/// counted, logged rejection) otherwise.
+pub fn verified_visitor(
+    req: &HttpRequest,
+    csrf: &Csrf,
+    submitted: &str,
+) -> Result<Visitor, super::error::AppError> {
+    let visitor = Visitor::of(req);
+    if !csrf.verify(&visitor, submitted) {
+        metrics::counter!("kedai_csrf_rejected_total").increment(1);
+        tracing::warn!(path = req.path(), "form post without a valid CSRF token");
+        return Err(super::error::AppError::Forbidden);
+    }
+    Ok(visitor)
+}
+
 /// Signs order links, so a guest reaches their order from the
 /// confirmation page (or a message) and nobody can guess another's.
 #[derive(Clone)]
