@@ -118,7 +118,7 @@ impl Application {
             db,
             catalog,
             metrics,
-            payments: Payments::from_settings(&settings),
+            payments: Payments::from_settings(&settings).context("could not set up payments")?,
             csrf: Csrf::new(secret.clone()),
             links: OrderLinks::new(secret),
             self_url,

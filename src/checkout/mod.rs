@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{PaymentsKind, Settings, is_set};
+use crate::platform::payments::stripe_api::StripeClient;
 
 /// What the payment webhook needs: the secrets it accepts and the refund policy.
 #[derive(Clone)]
@@ -22,13 +23,14 @@ pub struct Payments {
 struct PaymentsInner {
     webhook_secrets: Vec<SecretString>,
     restock_on_refund: bool,
+    stripe: Option<StripeClient>,
 }
 
 impl Payments {
     /// The configured webhook secrets (current first, then the previous one
     /// during a rotation). In test mode without a configured secret, one is
     /// generated for this process, so the same verification runs.
-    pub fn from_settings(settings: &Settings) -> Payments {
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Payments> {
         let mut webhook_secrets = Vec::new();
         if is_set(&settings.stripe.webhook_secret) {
             webhook_secrets.push(settings.stripe.webhook_secret.clone());
@@ -39,12 +41,22 @@ impl Payments {
         if is_set(&settings.stripe.previous_webhook_secret) {
             webhook_secrets.push(settings.stripe.previous_webhook_secret.clone());
         }
-        Payments {
+        let stripe = match settings.payments.kind {
+            PaymentsKind::Stripe => Some(StripeClient::new(&settings.stripe)?),
+            PaymentsKind::Test => None,
+        };
+        Ok(Payments {
             inner: Arc::new(PaymentsInner {
                 webhook_secrets,
                 restock_on_refund: settings.payments.restock_on_refund,
+                stripe,
             }),
-        }
+        })
+    }
+
+    /// The Stripe API client, when payments go through Stripe.
+    pub fn stripe(&self) -> Option<&StripeClient> {
+        self.inner.stripe.as_ref()
     }
 
     pub fn webhook_secrets(&self) -> Vec<&SecretString> {

@@ -1,10 +1,12 @@
 //! The shopper's path from cart to a paid order: the checkout form, the
-//! built-in test-mode payment page, and the order page behind a signed link.
+//! payment step (Stripe Checkout, or the built-in test-mode page), the
+//! success page and the order page behind a signed link.
 //!
 //! The test-mode "Pay" button signs a `checkout.session.completed` event
 //! exactly as Stripe does and posts it to our own `/webhooks/stripe` over
-//! loopback, so the real webhook path makes the order paid. Nothing else
-//! marks an order paid: the order page only reads.
+//! loopback, so the real webhook path makes the order paid. With Stripe,
+//! the webhook and the success page (after reading the session back from
+//! Stripe's API) both call `orders::fulfil`, which makes it paid once.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -14,7 +16,10 @@ use crate::app::AppContext;
 use crate::cart::{self, CartNotice};
 use crate::catalog::{Money, model::Currency};
 use crate::config::PaymentsKind;
-use crate::orders::{self, NewOrder, OrderStatus, PlaceOrderError, ShippingAddress};
+use crate::orders::{
+    self, NewOrder, OrderStatus, PaymentConfirmation, PlaceOrderError, ShippingAddress,
+};
+use crate::platform::payments::stripe_api::{CheckoutLine, NewCheckoutSession};
 use crate::platform::payments::{signature, stripe_event};
 use crate::web::error::AppError;
 use crate::web::http::{CachePolicy, render, see_other};
@@ -28,6 +33,7 @@ pub const FREE_DELIVERY_FROM: i64 = 15_000;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/checkout", web::get().to(show_checkout))
         .route("/checkout", web::post().to(submit_checkout))
+        .route("/checkout/success", web::get().to(show_checkout_success))
         .route("/pay/test/{session}", web::get().to(show_test_payment))
         .route("/pay/test/{session}/pay", web::post().to(pay_test_session))
         .route(
@@ -207,24 +213,105 @@ pub async fn submit_checkout(
             Ok(see_other(format!("/pay/test/{session}")))
         }
         PaymentsKind::Stripe => {
-            // Creating the Stripe Checkout session is not built yet; give the
-            // reservation back rather than hold stock for a payment that
-            // cannot happen.
-            let session = format!("unpaid-{}", placed.id);
-            orders::attach_payment_session(&ctx.writer, placed.id, &session).await?;
-            orders::cancel_unpaid(
-                &ctx.writer,
-                None,
-                &session,
-                "Stripe Checkout is not available",
-            )
-            .await?;
-            tracing::error!(
-                "payments.kind = \"stripe\" but the Stripe Checkout adapter is not built yet"
-            );
-            Err(AppError::Unavailable)
+            let stripe = ctx.payments.stripe().ok_or(AppError::Unavailable)?;
+            let public_url = ctx
+                .settings
+                .server
+                .public_url
+                .as_str()
+                .trim_end_matches('/');
+            let mut lines: Vec<CheckoutLine> = cart
+                .lines
+                .iter()
+                .map(|l| CheckoutLine {
+                    name: format!("{} — {}", l.product.name, l.variant.title),
+                    unit_amount: l.variant.price.minor,
+                    quantity: l.quantity,
+                })
+                .collect();
+            let fee = delivery_fee(subtotal);
+            if fee > 0 {
+                lines.push(CheckoutLine {
+                    name: "Delivery".into(),
+                    unit_amount: fee,
+                    quantity: 1,
+                });
+            }
+            // Stripe wants 30 minutes to 24 hours; a reservation that
+            // expires first is handled as a late payment.
+            let ttl = ctx
+                .settings
+                .payments
+                .reservation_ttl
+                .max(std::time::Duration::from_secs(31 * 60));
+            let request = NewCheckoutSession {
+                order_reference: placed.public_id.clone(),
+                email: form.email.trim().to_string(),
+                currency: placed.currency.clone(),
+                lines,
+                success_url: format!(
+                    "{public_url}/checkout/success?session_id={{CHECKOUT_SESSION_ID}}"
+                ),
+                cancel_url: format!(
+                    "{public_url}/cart?notice={}",
+                    CartNotice::PaymentCancelled.code()
+                ),
+                expires_at: (time::OffsetDateTime::now_utc() + ttl).unix_timestamp(),
+            };
+            match stripe.create_checkout_session(&request).await {
+                Ok(session) => {
+                    orders::attach_payment_session(&ctx.writer, placed.id, &session.id).await?;
+                    Ok(see_other(session.url))
+                }
+                Err(error) => {
+                    // No payment can happen: give the stock back at once.
+                    tracing::error!(error = %error, "could not create a Stripe Checkout session");
+                    let key = format!("unpaid-{}", placed.id);
+                    orders::attach_payment_session(&ctx.writer, placed.id, &key).await?;
+                    orders::cancel_unpaid(&ctx.writer, None, &key, "payment provider unavailable")
+                        .await?;
+                    Err(AppError::Unavailable)
+                }
+            }
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SuccessQuery {
+    #[serde(default)]
+    session_id: String,
+}
+
+/// Where Stripe sends the shopper after paying. The URL proves nothing, so
+/// the session is read back from Stripe's API; only when Stripe says it is
+/// paid does this page fulfil the order (racing the webhook harmlessly).
+pub async fn show_checkout_success(
+    ctx: web::Data<AppContext>,
+    query: web::Query<SuccessQuery>,
+) -> Result<HttpResponse, AppError> {
+    let stripe = ctx.payments.stripe().ok_or(AppError::NotFound)?;
+    let view = orders::find_by_session(&ctx.db, &query.session_id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    match stripe.retrieve_checkout_session(&query.session_id).await {
+        Ok(session) if session.is_paid() => {
+            let payment = PaymentConfirmation {
+                source: "stripe".into(),
+                event_id: None,
+                session_id: session.id.clone(),
+                payment_intent_id: session.payment_intent.clone(),
+            };
+            let outcome = orders::fulfil(&ctx.writer, &payment).await?;
+            tracing::info!(?outcome, "success page confirmed a payment");
+        }
+        Ok(_) => tracing::info!("success page: Stripe has not confirmed the payment yet"),
+        // The webhook will still arrive; the order page shows where it stands.
+        Err(error) => {
+            tracing::warn!(error = %error, "success page could not read the session from Stripe")
+        }
+    }
+    Ok(see_other(ctx.links.url(&view.order.public_id)))
 }
 
 /// The order behind a test-mode session, while test mode is on.

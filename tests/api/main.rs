@@ -13,4 +13,5 @@ mod orders;
 mod replicas;
 mod schema;
 mod storefront;
+mod stripe;
 mod webhooks;

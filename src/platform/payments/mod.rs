@@ -3,4 +3,5 @@
 //! a payment into an order is the same everywhere.
 
 pub mod signature;
+pub mod stripe_api;
 pub mod stripe_event;
