@@ -23,6 +23,7 @@ use crate::platform::cache::{self, Cache};
 use crate::platform::db;
 use crate::web::assets;
 use crate::web::error::{AppError, not_found};
+use crate::web::session::Sessions;
 use crate::web::visitor::{Csrf, OrderLinks};
 
 /// What every request handler and background task can reach.
@@ -38,6 +39,7 @@ pub struct AppContext {
     pub metrics: PrometheusHandle,
     pub payments: Payments,
     pub csrf: Csrf,
+    pub sessions: Sessions,
     pub links: OrderLinks,
     /// How this process reaches itself over loopback (the test-mode
     /// payment provider posts its webhook here).
@@ -47,6 +49,14 @@ pub struct AppContext {
 }
 
 impl AppContext {
+    /// The signed-in customer's id, if the request has a live session.
+    pub async fn customer_id(&self, req: &actix_web::HttpRequest) -> Result<Option<i64>, AppError> {
+        let session = self.sessions.current(req).await.map_err(|error| {
+            AppError::Internal(anyhow::Error::new(error).context("reading the session"))
+        })?;
+        Ok(session.map(|(_, data)| data.customer_id))
+    }
+
     /// Cookies are marked Secure when shoppers reach us over https.
     pub fn secure_cookies(&self) -> bool {
         self.settings.server.public_url.scheme() == "https"
@@ -113,6 +123,7 @@ impl Application {
         let cache = cache::from_settings(&settings.redis)
             .context("could not set up the cache (redis.*)")?;
         let context = AppContext {
+            sessions: Sessions::new(cache.clone(), settings.server.session_ttl),
             cache,
             writer: db::Writer::new(db.clone()),
             db,
@@ -230,6 +241,7 @@ fn http_server(listener: TcpListener, context: AppContext) -> anyhow::Result<Ser
             .configure(checkout::webhook::configure)
             .configure(cart::routes::configure)
             .configure(checkout::routes::configure)
+            .configure(crate::customers::routes::configure)
             .route("/static/{path:.*}", web::get().to(assets::serve_static))
             .default_service(web::to(not_found))
     })

@@ -83,6 +83,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     pub max_body_bytes: usize,
     pub access_log: bool,
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
     pub secret_key: SecretString,
 }
 
@@ -495,6 +497,7 @@ impl Settings {
                 "shutdown_grace": humantime::format_duration(self.server.shutdown_grace).to_string(),
                 "max_body_bytes": self.server.max_body_bytes,
                 "access_log": self.server.access_log,
+                "session_ttl": humantime::format_duration(self.server.session_ttl).to_string(),
                 "secret_key": redact(&self.server.secret_key),
             },
             "log": { "level": self.log.level, "format": format!("{:?}", self.log.format).to_lowercase() },

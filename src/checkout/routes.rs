@@ -16,6 +16,7 @@ use crate::app::AppContext;
 use crate::cart::{self, CartNotice};
 use crate::catalog::{Money, model::Currency};
 use crate::config::PaymentsKind;
+use crate::customers::normalise_phone;
 use crate::orders::{
     self, NewOrder, OrderStatus, PaymentConfirmation, PlaceOrderError, ShippingAddress,
 };
@@ -94,7 +95,15 @@ pub async fn show_checkout(
     if visitor.is_new {
         return Ok(see_other("/cart"));
     }
-    render_checkout(&req, &ctx, &visitor, &CheckoutForm::default(), &[]).await
+    let mut form = CheckoutForm::default();
+    if let Some(id) = ctx.customer_id(&req).await?
+        && let Some(customer) = crate::customers::find(&ctx.db, id).await?
+    {
+        form.email = customer.email;
+        form.name = customer.name;
+        form.phone = customer.phone.unwrap_or_default();
+    }
+    render_checkout(&req, &ctx, &visitor, &form, &[]).await
 }
 
 /// Problems with the form, in the shopper's words.
@@ -134,19 +143,6 @@ fn validate(form: &CheckoutForm) -> Vec<String> {
     errors
 }
 
-/// `+60 12-345 6789` → `+60123456789` (E.164), or `None`.
-pub fn normalise_phone(raw: &str) -> Option<String> {
-    let compact: String = raw
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')'))
-        .collect();
-    let digits = compact.strip_prefix('+')?;
-    let valid = (8..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0');
-    valid.then_some(compact)
-}
-
 pub async fn submit_checkout(
     req: HttpRequest,
     ctx: web::Data<AppContext>,
@@ -164,7 +160,7 @@ pub async fn submit_checkout(
     }
     let subtotal = cart.subtotal.map(|m| m.minor).unwrap_or(0);
     let new_order = NewOrder {
-        customer_id: None,
+        customer_id: ctx.customer_id(&req).await?,
         email: form.email.trim().to_string(),
         phone: normalise_phone(&form.phone),
         address: ShippingAddress {
@@ -491,26 +487,6 @@ pub async fn show_order(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn phone_numbers_are_normalised_to_e164() {
-        assert_eq!(
-            normalise_phone("+60 12-345 6789").as_deref(),
-            Some("+60123456789")
-        );
-        assert_eq!(
-            normalise_phone("+6281234567890").as_deref(),
-            Some("+6281234567890")
-        );
-        assert_eq!(
-            normalise_phone("0123456789"),
-            None,
-            "a country code is required"
-        );
-        assert_eq!(normalise_phone("+0123456789"), None);
-        assert_eq!(normalise_phone("+60abc"), None);
-        assert_eq!(normalise_phone("+1234567"), None, "too short");
-    }
 
     #[test]
     fn the_form_is_validated_field_by_field() {

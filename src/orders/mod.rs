@@ -13,5 +13,6 @@ pub use model::{OrderStatus, OrderStatusError};
 pub use repo::{
     EventKey, FulfilOutcome, NewOrder, OrderView, PaymentConfirmation, PlaceOrderError,
     PlacedOrder, ShippingAddress, Transition, attach_payment_session, cancel_unpaid, find_by_id,
-    find_by_public_id, find_by_session, fulfil, mark_payment_failed, place, refund, sweep_expired,
+    find_by_public_id, find_by_session, fulfil, list_for_customer, mark_payment_failed, place,
+    refund, sweep_expired,
 };

@@ -667,6 +667,24 @@ pub struct OrderView {
     pub history: Vec<order_status_change::Model>,
 }
 
+/// A customer's orders, newest first: one page of them and the total count.
+pub async fn list_for_customer(
+    db: &DatabaseConnection,
+    customer_id: i64,
+    page: u64,
+    per_page: u64,
+) -> Result<(Vec<order::Model>, u64), DbErr> {
+    use sea_orm::PaginatorTrait;
+    let paginator = order::Entity::find()
+        .filter(order::Column::CustomerId.eq(customer_id))
+        .order_by_desc(order::Column::CreatedAt)
+        .order_by_desc(order::Column::Id)
+        .paginate(db, per_page);
+    let total = paginator.num_items().await?;
+    let orders = paginator.fetch_page(page.saturating_sub(1)).await?;
+    Ok((orders, total))
+}
+
 /// The order paid through a payment session.
 pub async fn find_by_session(
     db: &DatabaseConnection,

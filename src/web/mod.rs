@@ -5,4 +5,5 @@ pub mod assets;
 pub mod error;
 pub mod http;
 pub mod layout;
+pub mod session;
 pub mod visitor;

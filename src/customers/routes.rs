@@ -1,0 +1,258 @@
+//! Sign-up, sign-in, sign-out and the account page with order history.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::views::{AccountPage, LoginPage, OrderRow, SignUpPage};
+use super::{AccountError, SignUp};
+use crate::app::AppContext;
+use crate::catalog::Money;
+use crate::catalog::model::Currency;
+use crate::catalog::views::Pagination;
+use crate::orders::{self, OrderStatus};
+use crate::web::error::AppError;
+use crate::web::http::{CachePolicy, render, see_other};
+use crate::web::layout::Layout;
+use crate::web::visitor::{Visitor, verified_visitor};
+
+const ORDERS_PER_PAGE: u64 = 10;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/account", web::get().to(show_account))
+        .route("/account/signup", web::get().to(show_sign_up))
+        .route("/account/signup", web::post().to(submit_sign_up))
+        .route("/account/login", web::get().to(show_login))
+        .route("/account/login", web::post().to(submit_login))
+        .route("/account/logout", web::post().to(submit_logout));
+}
+
+fn internal(error: impl std::error::Error + Send + Sync + 'static) -> AppError {
+    AppError::Internal(anyhow::Error::new(error))
+}
+
+/// Starts a session and sends the shopper to their account.
+async fn signed_in(ctx: &AppContext, customer_id: i64) -> Result<HttpResponse, AppError> {
+    let id = ctx.sessions.start(customer_id).await.map_err(internal)?;
+    let mut response = see_other("/account");
+    response
+        .add_cookie(&ctx.sessions.cookie(&id, ctx.secure_cookies()))
+        .map_err(|error| AppError::Internal(anyhow::anyhow!("{error}")))?;
+    Ok(response)
+}
+
+async fn sign_up_page(
+    req: &HttpRequest,
+    ctx: &AppContext,
+    form: &SignUp,
+    error: Option<&str>,
+) -> Result<HttpResponse, AppError> {
+    let visitor = Visitor::of(req);
+    let snapshot = ctx.catalog.snapshot();
+    let csrf_token = ctx.csrf.token_for(&visitor);
+    let page = SignUpPage {
+        layout: Layout::new("Create an account — Kedai", &snapshot.categories),
+        form,
+        error,
+        csrf_token: &csrf_token,
+    };
+    let mut response = render(req, &page, CachePolicy::NoStore)?;
+    if error.is_some() {
+        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    visitor.remember(&mut response, ctx.secure_cookies())?;
+    Ok(response)
+}
+
+pub async fn show_sign_up(
+    req: HttpRequest,
+    ctx: web::Data<AppContext>,
+) -> Result<HttpResponse, AppError> {
+    sign_up_page(&req, &ctx, &SignUp::default(), None).await
+}
+
+pub async fn submit_sign_up(
+    req: HttpRequest,
+    ctx: web::Data<AppContext>,
+    form: web::Form<SignUp>,
+) -> Result<HttpResponse, AppError> {
+    verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
+    match super::sign_up(&ctx.writer, &form).await {
+        Ok(id) => signed_in(&ctx, id).await,
+        Err(AccountError::Internal(error)) => Err(AppError::Internal(error)),
+        Err(problem) => {
+            let message = problem.to_string();
+            let mut kept = form.into_inner();
+            kept.password.clear();
+            sign_up_page(&req, &ctx, &kept, Some(&message)).await
+        }
+    }
+}
+
+async fn login_page(
+    req: &HttpRequest,
+    ctx: &AppContext,
+    email: &str,
+    error: Option<(&str, StatusCode)>,
+) -> Result<HttpResponse, AppError> {
+    let visitor = Visitor::of(req);
+    let snapshot = ctx.catalog.snapshot();
+    let csrf_token = ctx.csrf.token_for(&visitor);
+    let page = LoginPage {
+        layout: Layout::new("Sign in — Kedai", &snapshot.categories),
+        email,
+        error: error.map(|(message, _)| message),
+        csrf_token: &csrf_token,
+    };
+    let mut response = render(req, &page, CachePolicy::NoStore)?;
+    if let Some((_, status)) = error {
+        *response.status_mut() = status;
+    }
+    visitor.remember(&mut response, ctx.secure_cookies())?;
+    Ok(response)
+}
+
+pub async fn show_login(
+    req: HttpRequest,
+    ctx: web::Data<AppContext>,
+) -> Result<HttpResponse, AppError> {
+    login_page(&req, &ctx, "", None).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub async fn submit_login(
+    req: HttpRequest,
+    ctx: web::Data<AppContext>,
+    form: web::Form<LoginForm>,
+) -> Result<HttpResponse, AppError> {
+    verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
+    let client = req
+        .connection_info()
+        .realip_remote_addr()
+        .unwrap_or("unknown")
+        .to_string();
+    match super::authenticate(
+        &ctx.db,
+        ctx.cache.as_ref(),
+        &form.email,
+        &form.password,
+        &client,
+    )
+    .await
+    {
+        Ok(Some(id)) => signed_in(&ctx, id).await,
+        Ok(None) => {
+            login_page(
+                &req,
+                &ctx,
+                &form.email,
+                Some((
+                    "That email and password do not match.",
+                    StatusCode::UNAUTHORIZED,
+                )),
+            )
+            .await
+        }
+        Err(AccountError::Throttled(seconds)) => {
+            let message = format!(
+                "Too many attempts. Please wait {} minutes and try again.",
+                seconds.div_ceil(60)
+            );
+            login_page(
+                &req,
+                &ctx,
+                &form.email,
+                Some((&message, StatusCode::TOO_MANY_REQUESTS)),
+            )
+            .await
+        }
+        Err(AccountError::Internal(error)) => Err(AppError::Internal(error)),
+        Err(other) => Err(AppError::BadRequest(other.to_string())),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenForm {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+pub async fn submit_logout(
+    req: HttpRequest,
+    ctx: web::Data<AppContext>,
+    form: web::Form<TokenForm>,
+) -> Result<HttpResponse, AppError> {
+    verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
+    if let Some((id, _)) = ctx.sessions.current(&req).await.map_err(internal)? {
+        ctx.sessions.end(&id).await.map_err(internal)?;
+    }
+    let mut response = see_other("/");
+    response
+        .add_cookie(&ctx.sessions.removal(ctx.secure_cookies()))
+        .map_err(|error| AppError::Internal(anyhow::anyhow!("{error}")))?;
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AccountQuery {
+    page: Option<u64>,
+}
+
+pub async fn show_account(
+    req: HttpRequest,
+    ctx: web::Data<AppContext>,
+    query: web::Query<AccountQuery>,
+) -> Result<HttpResponse, AppError> {
+    let Some(customer_id) = ctx.customer_id(&req).await? else {
+        return Ok(see_other("/account/login"));
+    };
+    let Some(customer) = super::find(&ctx.db, customer_id).await? else {
+        return Ok(see_other("/account/login"));
+    };
+    let page = query.page.unwrap_or(1).clamp(1, 10_000);
+    let (orders, total) =
+        orders::list_for_customer(&ctx.db, customer_id, page, ORDERS_PER_PAGE).await?;
+    let date = time::macros::format_description!("[day] [month repr:short] [year]");
+    let rows = orders
+        .into_iter()
+        .map(|order| OrderRow {
+            reference: order.public_id[..8].to_string(),
+            url: ctx.links.url(&order.public_id),
+            placed: order.created_at.format(&date).unwrap_or_default(),
+            status: order
+                .status
+                .parse::<OrderStatus>()
+                .map(|s| s.label())
+                .unwrap_or("Updated"),
+            total: Money::new(
+                order.total_minor,
+                Currency::parse(&order.currency).unwrap_or(Currency::Myr),
+            )
+            .to_string(),
+        })
+        .collect();
+    let total_pages = total.div_ceil(ORDERS_PER_PAGE).max(1);
+    let visitor = Visitor::of(&req);
+    let csrf_token = ctx.csrf.token_for(&visitor);
+    let snapshot = ctx.catalog.snapshot();
+    let view = AccountPage {
+        layout: Layout::new("Your account — Kedai", &snapshot.categories),
+        customer: &customer,
+        orders: rows,
+        pagination: Pagination::new(page, total_pages, |n| format!("/account?page={n}")),
+        total_orders: total,
+        csrf_token: &csrf_token,
+    };
+    let mut response = render(&req, &view, CachePolicy::NoStore)?;
+    visitor.remember(&mut response, ctx.secure_cookies())?;
+    Ok(response)
+}

@@ -1,0 +1,347 @@
+//! Accounts over HTTP on both databases: sign-up, sign-in with throttling,
+//! sessions, sign-out, and order history that only the owner sees.
+
+use crate::cart::{in_stock_variant, variant_id_of};
+use crate::helpers::{TestApp, between, visitor_cookie};
+
+crate::on_both_databases!(
+    signing_up_signs_in_and_signing_out_ends_the_session,
+    bad_sign_ups_are_refused_with_reasons,
+    sign_in_checks_the_password_and_throttles,
+    order_history_shows_only_the_accounts_orders,
+);
+
+/// A browser: its cookies and the CSRF token of its visitor.
+struct Browser {
+    visitor: String,
+    session: Option<String>,
+    csrf: String,
+}
+
+impl Browser {
+    async fn open(app: &TestApp) -> Browser {
+        let response = app.get("/account/signup").await;
+        let visitor = visitor_cookie(&response).unwrap();
+        let html = response.text().await.unwrap();
+        let csrf = between(&html, "name=\"csrf_token\" value=\"", "\"")[0].to_string();
+        Browser {
+            visitor,
+            session: None,
+            csrf,
+        }
+    }
+
+    fn cookies(&self) -> String {
+        match &self.session {
+            Some(session) => format!("{}; {session}", self.visitor),
+            None => self.visitor.clone(),
+        }
+    }
+
+    async fn get(&self, app: &TestApp, path: &str) -> reqwest::Response {
+        app.client
+            .get(format!("{}{path}", app.address))
+            .header("Cookie", self.cookies())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn post(
+        &mut self,
+        app: &TestApp,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut fields: Vec<(&str, &str)> = vec![("csrf_token", &self.csrf)];
+        fields.extend_from_slice(form);
+        let response = app
+            .client
+            .post(format!("{}{path}", app.address))
+            .header("Cookie", self.cookies())
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        for value in response.headers().get_all("set-cookie") {
+            let value = value.to_str().unwrap();
+            if let Some(rest) = value.strip_prefix("kedai_session=") {
+                let pair = value.split(';').next().unwrap().to_string();
+                self.session = if rest.starts_with(';') || rest.is_empty() {
+                    None
+                } else {
+                    Some(pair)
+                };
+            }
+        }
+        response
+    }
+
+    async fn sign_up(&mut self, app: &TestApp, email: &str) -> reqwest::Response {
+        self.post(
+            app,
+            "/account/signup",
+            &[
+                ("name", "Farah Lim"),
+                ("email", email),
+                ("phone", "+60 19-876 5432"),
+                ("whatsapp_opt_in", "on"),
+                ("password", "a long enough password"),
+            ],
+        )
+        .await
+    }
+}
+
+async fn signing_up_signs_in_and_signing_out_ends_the_session(app: TestApp) {
+    let mut browser = Browser::open(&app).await;
+    let response = browser.sign_up(&app, "farah@example.com").await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()["location"], "/account");
+    let cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with("kedai_session="))
+        .unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let account = browser.get(&app, "/account").await;
+    assert_eq!(account.status(), 200);
+    let html = account.text().await.unwrap();
+    assert!(html.contains("Hello, Farah Lim"));
+    assert!(html.contains("+60198765432 (order updates on)"));
+    assert!(html.contains("No orders yet"));
+
+    let stolen_session = browser.session.clone();
+    let response = browser.post(&app, "/account/logout", &[]).await;
+    assert_eq!(response.status(), 303);
+    assert!(browser.session.is_none(), "the cookie is removed");
+    assert_eq!(
+        browser.get(&app, "/account").await.status(),
+        303,
+        "signed out"
+    );
+    // The old session id is dead on the server too.
+    browser.session = stolen_session;
+    assert_eq!(
+        browser.get(&app, "/account").await.headers()["location"],
+        "/account/login"
+    );
+
+    // A made-up session id is not a session.
+    browser.session = Some(format!("kedai_session={}", "ab".repeat(32)));
+    assert_eq!(browser.get(&app, "/account").await.status(), 303);
+}
+
+async fn bad_sign_ups_are_refused_with_reasons(app: TestApp) {
+    let mut first = Browser::open(&app).await;
+    assert_eq!(first.sign_up(&app, "dup@example.com").await.status(), 303);
+    let mut second = Browser::open(&app).await;
+    let response = second.sign_up(&app, "DUP@example.com").await;
+    assert_eq!(response.status(), 422);
+    assert!(response.text().await.unwrap().contains("already exists"));
+
+    let response = second
+        .post(
+            &app,
+            "/account/signup",
+            &[
+                ("name", "X"),
+                ("email", "x@example.com"),
+                ("password", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("Choose a password of 10 to 128 characters"));
+    assert!(
+        html.contains("value=\"x@example.com\""),
+        "what was typed is kept"
+    );
+    assert!(!html.contains("value=\"short\""), "but never the password");
+
+    second.csrf = "00".repeat(32);
+    assert_eq!(second.sign_up(&app, "y@example.com").await.status(), 403);
+}
+
+async fn sign_in_checks_the_password_and_throttles(app: TestApp) {
+    let mut owner = Browser::open(&app).await;
+    owner.sign_up(&app, "aina@example.com").await;
+    let first_session = owner.session.clone();
+
+    let mut browser = Browser::open(&app).await;
+    let response = browser
+        .post(
+            &app,
+            "/account/login",
+            &[
+                ("email", "aina@example.com"),
+                ("password", "a long enough password"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    assert!(browser.session.is_some());
+    assert_ne!(
+        browser.session, first_session,
+        "every sign-in gets a new session id"
+    );
+
+    let mut attacker = Browser::open(&app).await;
+    for _ in 0..4 {
+        let response = attacker
+            .post(
+                &app,
+                "/account/login",
+                &[
+                    ("email", "aina@example.com"),
+                    ("password", "guess guess guess"),
+                ],
+            )
+            .await;
+        assert_eq!(response.status(), 401);
+        assert!(response.text().await.unwrap().contains("do not match"));
+    }
+    // The fifth and sixth attempts: the account is throttled, even with the right password.
+    attacker
+        .post(
+            &app,
+            "/account/login",
+            &[
+                ("email", "aina@example.com"),
+                ("password", "guess guess guess"),
+            ],
+        )
+        .await;
+    let response = attacker
+        .post(
+            &app,
+            "/account/login",
+            &[
+                ("email", "aina@example.com"),
+                ("password", "a long enough password"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 429);
+    assert!(response.text().await.unwrap().contains("Too many attempts"));
+    assert!(attacker.session.is_none());
+
+    // An unknown account is refused like a wrong password.
+    let mut other = Browser::open(&app).await;
+    let response = other
+        .post(
+            &app,
+            "/account/login",
+            &[
+                ("email", "nobody@example.com"),
+                ("password", "whatever whatever"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 401);
+}
+
+async fn order_history_shows_only_the_accounts_orders(app: TestApp) {
+    let mut buyer = Browser::open(&app).await;
+    buyer.sign_up(&app, "buyer@example.com").await;
+    let (_, sku, _) = in_stock_variant(10);
+    let id = variant_id_of(&app, &sku).to_string();
+    buyer
+        .post(&app, "/cart/add", &[("variant_id", &id), ("quantity", "1")])
+        .await;
+    // The checkout form is prefilled from the account.
+    let checkout = buyer.get(&app, "/checkout").await.text().await.unwrap();
+    assert!(checkout.contains("value=\"buyer@example.com\""));
+    let response = buyer
+        .post(
+            &app,
+            "/checkout",
+            &[
+                ("email", "buyer@example.com"),
+                ("name", "Farah Lim"),
+                ("line1", "1 Jalan Tun Razak"),
+                ("city", "Kuala Lumpur"),
+                ("postcode", "50400"),
+                ("state", "WP Kuala Lumpur"),
+            ],
+        )
+        .await;
+    let pay_page = response.headers()["location"].to_str().unwrap().to_string();
+    buyer.post(&app, &format!("{pay_page}/pay"), &[]).await;
+
+    let html = buyer.get(&app, "/account").await.text().await.unwrap();
+    assert!(html.contains("1 order"), "{html}");
+    assert!(html.contains("<td>Paid</td>"));
+    let link = between(&html, "<td><a href=\"", "\"")[0]
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    assert_eq!(buyer.get(&app, &link).await.status(), 200);
+
+    // Another account (with its own WhatsApp number: numbers are unique too).
+    let mut stranger = Browser::open(&app).await;
+    let response = stranger
+        .post(
+            &app,
+            "/account/signup",
+            &[
+                ("name", "Stranger"),
+                ("email", "stranger@example.com"),
+                ("password", "another long password"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let html = stranger.get(&app, "/account").await.text().await.unwrap();
+    assert!(html.contains("No orders yet"), "{html}");
+}
+
+/// With Redis configured, sessions live there: a second replica on the same
+/// database and Redis recognises a session the first one started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_in_redis_are_shared_by_replicas() {
+    let Some(url) = crate::helpers::service_url("KEDAI_TEST_REDIS_URL") else {
+        return;
+    };
+    let prefix = format!("kedai-test-{}:", uuid::Uuid::now_v7().simple());
+    let secret = "a-shared-secret-for-both-replicas";
+    let settings = [
+        ("redis.kind", "redis"),
+        ("redis.url", url.as_str()),
+        ("redis.key_prefix", prefix.as_str()),
+        ("server.secret_key", secret),
+    ];
+    let first = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, &settings)
+        .await
+        .unwrap();
+    let second = crate::helpers::spawn_on(first.database.clone(), &settings).await;
+
+    let mut browser = Browser::open(&first).await;
+    assert_eq!(
+        browser.sign_up(&first, "shared@example.com").await.status(),
+        303
+    );
+    let account = browser.get(&second, "/account").await;
+    assert_eq!(account.status(), 200, "the other replica knows the session");
+    assert!(account.text().await.unwrap().contains("Hello, Farah Lim"));
+
+    // Clean up this test's keys.
+    let pool = deadpool_redis::Config::from_url(url)
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .unwrap();
+    let mut connection = pool.get().await.unwrap();
+    let keys: Vec<String> =
+        deadpool_redis::redis::AsyncCommands::keys(&mut connection, format!("{prefix}*"))
+            .await
+            .unwrap();
+    if !keys.is_empty() {
+        deadpool_redis::redis::AsyncCommands::del::<_, ()>(&mut connection, keys)
+            .await
+            .unwrap();
+    }
+}
