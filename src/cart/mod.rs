@@ -151,6 +151,16 @@ pub async fn load(
     Ok(cart)
 }
 
+/// On sign-in: the visitor's cart becomes the customer's, merged with the
+/// customer's carts from other browsers.
+pub async fn attach_to_customer(
+    writer: &Writer,
+    token: &str,
+    customer_id: i64,
+) -> Result<(), DbErr> {
+    repo::attach_to_customer(writer, token, customer_id, MAX_QUANTITY).await
+}
+
 /// Empties the visitor's cart.
 pub async fn clear(writer: &Writer, token: &str) -> Result<(), DbErr> {
     repo::clear(writer, token).await

@@ -110,3 +110,69 @@ pub async fn clear(writer: &Writer, token: &str) -> Result<(), DbErr> {
     }
     Ok(())
 }
+
+/// Ties the visitor's cart to a customer on sign-in and folds in the lines
+/// of that customer's carts from other browsers (quantities add up, capped
+/// at `max_quantity`); those carts are then removed.
+pub async fn attach_to_customer(
+    writer: &Writer,
+    token: &str,
+    customer_id: i64,
+    max_quantity: i32,
+) -> Result<(), DbErr> {
+    use std::collections::BTreeMap;
+
+    let (txn, _permit) = writer.begin().await?;
+    let cart_id = cart_id(&txn, token).await?;
+    let others: Vec<i64> = cart::Entity::find()
+        .filter(cart::Column::CustomerId.eq(customer_id))
+        .filter(cart::Column::Id.ne(cart_id))
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    if !others.is_empty() {
+        let mut quantities: BTreeMap<i64, i32> = BTreeMap::new();
+        let lines = cart_line::Entity::find()
+            .filter(cart_line::Column::CartId.is_in(others.iter().copied().chain([cart_id])))
+            .all(&txn)
+            .await?;
+        for line in lines {
+            *quantities.entry(line.variant_id).or_default() += line.quantity;
+        }
+        cart_line::Entity::delete_many()
+            .filter(cart_line::Column::CartId.eq(cart_id))
+            .exec(&txn)
+            .await?;
+        let now = OffsetDateTime::now_utc();
+        let merged: Vec<cart_line::ActiveModel> = quantities
+            .into_iter()
+            .map(|(variant_id, quantity)| cart_line::ActiveModel {
+                id: NotSet,
+                cart_id: Set(cart_id),
+                variant_id: Set(variant_id),
+                quantity: Set(quantity.min(max_quantity)),
+                created_at: Set(now),
+            })
+            .collect();
+        if !merged.is_empty() {
+            cart_line::Entity::insert_many(merged)
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        cart::Entity::delete_many()
+            .filter(cart::Column::Id.is_in(others))
+            .exec(&txn)
+            .await?;
+    }
+    cart::Entity::update_many()
+        .col_expr(
+            cart::Column::CustomerId,
+            sea_orm::sea_query::Expr::value(customer_id),
+        )
+        .filter(cart::Column::Id.eq(cart_id))
+        .exec(&txn)
+        .await?;
+    txn.commit().await
+}

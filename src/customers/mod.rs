@@ -154,6 +154,76 @@ pub async fn authenticate(
     Ok(account.filter(|_| matches).map(|a| a.id))
 }
 
+/// The fields of the profile form.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct Profile {
+    #[serde(default)]
+    pub csrf_token: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub phone: String,
+    #[serde(default)]
+    pub whatsapp_opt_in: Option<String>,
+}
+
+/// Validates and saves a profile.
+pub async fn update_profile(writer: &Writer, id: i64, form: &Profile) -> Result<(), AccountError> {
+    let email = normalise_email(&form.email).ok_or_else(|| {
+        AccountError::Invalid("Enter an email address like name@example.com.".into())
+    })?;
+    let name = form.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(AccountError::Invalid("Enter your name.".into()));
+    }
+    let phone = match form.phone.trim() {
+        "" => None,
+        raw => Some(normalise_phone(raw).ok_or_else(|| {
+            AccountError::Invalid(
+                "Enter the WhatsApp number with its country code, like +60123456789.".into(),
+            )
+        })?),
+    };
+    let opt_in = form.whatsapp_opt_in.is_some() && phone.is_some();
+    if !repo::update_profile(writer, id, name.to_string(), email, phone, opt_in).await? {
+        return Err(AccountError::Taken);
+    }
+    Ok(())
+}
+
+/// Changes the password after checking the current one (throttled like a
+/// sign-in, so it cannot be used to guess).
+pub async fn change_password(
+    writer: &Writer,
+    cache: &dyn Cache,
+    id: i64,
+    current: &str,
+    new: &str,
+    client: &str,
+) -> Result<(), AccountError> {
+    let customer = find(&writer.db, id)
+        .await?
+        .ok_or_else(|| AccountError::Invalid("No such account.".into()))?;
+    if authenticate(&writer.db, cache, &customer.email, current, client).await? != Some(id) {
+        return Err(AccountError::Invalid(
+            "The current password is not right.".into(),
+        ));
+    }
+    if !(model::MIN_PASSWORD..=model::MAX_PASSWORD).contains(&new.chars().count()) {
+        return Err(AccountError::Invalid(format!(
+            "Choose a password of {} to {} characters.",
+            model::MIN_PASSWORD,
+            model::MAX_PASSWORD
+        )));
+    }
+    let new = new.to_string();
+    let hash = blocking(move || model::hash_password(&new)).await??;
+    repo::update_password(writer, id, hash).await?;
+    Ok(())
+}
+
 pub async fn find(db: &DatabaseConnection, id: i64) -> Result<Option<Customer>, sea_orm::DbErr> {
     Ok(repo::find_by_id(db, id).await?.map(|c| Customer {
         id: c.id,

@@ -56,3 +56,53 @@ pub async fn find_by_id(
 ) -> Result<Option<customer::Model>, DbErr> {
     customer::Entity::find_by_id(id).one(db).await
 }
+
+pub async fn update_password(writer: &Writer, id: i64, password_hash: String) -> Result<(), DbErr> {
+    use sea_orm::sea_query::Expr;
+    let _permit = writer.permit().await;
+    customer::Entity::update_many()
+        .col_expr(customer::Column::PasswordHash, Expr::value(password_hash))
+        .col_expr(
+            customer::Column::UpdatedAt,
+            Expr::value(OffsetDateTime::now_utc()),
+        )
+        .filter(customer::Column::Id.eq(id))
+        .exec(&writer.db)
+        .await?;
+    Ok(())
+}
+
+/// Saves the profile; `Ok(false)` when the email or phone belongs to another account.
+pub async fn update_profile(
+    writer: &Writer,
+    id: i64,
+    name: String,
+    email: String,
+    phone: Option<String>,
+    whatsapp_opt_in: bool,
+) -> Result<bool, DbErr> {
+    use sea_orm::sea_query::Expr;
+    let _permit = writer.permit().await;
+    let result = customer::Entity::update_many()
+        .col_expr(customer::Column::Name, Expr::value(name))
+        .col_expr(customer::Column::Email, Expr::value(email))
+        .col_expr(customer::Column::Phone, Expr::value(phone))
+        .col_expr(
+            customer::Column::WhatsappOptIn,
+            Expr::value(whatsapp_opt_in),
+        )
+        .col_expr(
+            customer::Column::UpdatedAt,
+            Expr::value(OffsetDateTime::now_utc()),
+        )
+        .filter(customer::Column::Id.eq(id))
+        .exec(&writer.db)
+        .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(error) if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
+}

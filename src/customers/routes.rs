@@ -24,15 +24,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/account/signup", web::post().to(submit_sign_up))
         .route("/account/login", web::get().to(show_login))
         .route("/account/login", web::post().to(submit_login))
-        .route("/account/logout", web::post().to(submit_logout));
+        .route("/account/logout", web::post().to(submit_logout))
+        .route("/account/profile", web::post().to(update_profile))
+        .route("/account/password", web::post().to(change_password));
 }
 
 fn internal(error: impl std::error::Error + Send + Sync + 'static) -> AppError {
     AppError::Internal(anyhow::Error::new(error))
 }
 
-/// Starts a session and sends the shopper to their account.
-async fn signed_in(ctx: &AppContext, customer_id: i64) -> Result<HttpResponse, AppError> {
+/// Starts a session, makes the visitor's cart the customer's (merging the
+/// customer's carts from other browsers) and sends them to their account.
+async fn signed_in(
+    req: &HttpRequest,
+    ctx: &AppContext,
+    customer_id: i64,
+) -> Result<HttpResponse, AppError> {
+    let visitor = Visitor::of(req);
+    if !visitor.is_new {
+        crate::cart::attach_to_customer(&ctx.writer, &visitor.token, customer_id).await?;
+    }
     let id = ctx.sessions.start(customer_id).await.map_err(internal)?;
     let mut response = see_other("/account");
     response
@@ -78,7 +89,7 @@ pub async fn submit_sign_up(
 ) -> Result<HttpResponse, AppError> {
     verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
     match super::sign_up(&ctx.writer, &form).await {
-        Ok(id) => signed_in(&ctx, id).await,
+        Ok(id) => signed_in(&req, &ctx, id).await,
         Err(AccountError::Internal(error)) => Err(AppError::Internal(error)),
         Err(problem) => {
             let message = problem.to_string();
@@ -149,7 +160,7 @@ pub async fn submit_login(
     )
     .await
     {
-        Ok(Some(id)) => signed_in(&ctx, id).await,
+        Ok(Some(id)) => signed_in(&req, &ctx, id).await,
         Ok(None) => {
             login_page(
                 &req,
@@ -205,6 +216,84 @@ pub async fn submit_logout(
 #[derive(Debug, Deserialize)]
 pub struct AccountQuery {
     page: Option<u64>,
+    notice: Option<String>,
+}
+
+/// Fixed messages for `?notice=`; anything else shows nothing.
+fn notice_message(code: Option<&str>) -> Option<&'static str> {
+    match code {
+        Some("profile_saved") => Some("Your details are saved."),
+        Some("password_changed") => Some("Your password is changed."),
+        _ => None,
+    }
+}
+
+async fn require_customer(
+    req: &HttpRequest,
+    ctx: &AppContext,
+) -> Result<Result<i64, HttpResponse>, AppError> {
+    Ok(match ctx.customer_id(req).await? {
+        Some(id) => Ok(id),
+        None => Err(see_other("/account/login")),
+    })
+}
+
+pub async fn update_profile(
+    req: HttpRequest,
+    ctx: web::Data<AppContext>,
+    form: web::Form<super::Profile>,
+) -> Result<HttpResponse, AppError> {
+    verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
+    let id = match require_customer(&req, &ctx).await? {
+        Ok(id) => id,
+        Err(redirect) => return Ok(redirect),
+    };
+    match super::update_profile(&ctx.writer, id, &form).await {
+        Ok(()) => Ok(see_other("/account?notice=profile_saved")),
+        Err(AccountError::Internal(error)) => Err(AppError::Internal(error)),
+        Err(problem) => account_page(&req, &ctx, id, 1, None, Some(&problem.to_string())).await,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+}
+
+pub async fn change_password(
+    req: HttpRequest,
+    ctx: web::Data<AppContext>,
+    form: web::Form<PasswordForm>,
+) -> Result<HttpResponse, AppError> {
+    verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
+    let id = match require_customer(&req, &ctx).await? {
+        Ok(id) => id,
+        Err(redirect) => return Ok(redirect),
+    };
+    let client = req
+        .connection_info()
+        .realip_remote_addr()
+        .unwrap_or("unknown")
+        .to_string();
+    match super::change_password(
+        &ctx.writer,
+        ctx.cache.as_ref(),
+        id,
+        &form.current_password,
+        &form.new_password,
+        &client,
+    )
+    .await
+    {
+        Ok(()) => Ok(see_other("/account?notice=password_changed")),
+        Err(AccountError::Internal(error)) => Err(AppError::Internal(error)),
+        Err(problem) => account_page(&req, &ctx, id, 1, None, Some(&problem.to_string())).await,
+    }
 }
 
 pub async fn show_account(
@@ -212,13 +301,33 @@ pub async fn show_account(
     ctx: web::Data<AppContext>,
     query: web::Query<AccountQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let Some(customer_id) = ctx.customer_id(&req).await? else {
-        return Ok(see_other("/account/login"));
+    let id = match require_customer(&req, &ctx).await? {
+        Ok(id) => id,
+        Err(redirect) => return Ok(redirect),
     };
+    let page = query.page.unwrap_or(1).clamp(1, 10_000);
+    account_page(
+        &req,
+        &ctx,
+        id,
+        page,
+        notice_message(query.notice.as_deref()),
+        None,
+    )
+    .await
+}
+
+async fn account_page(
+    req: &HttpRequest,
+    ctx: &AppContext,
+    customer_id: i64,
+    page: u64,
+    notice: Option<&str>,
+    error: Option<&str>,
+) -> Result<HttpResponse, AppError> {
     let Some(customer) = super::find(&ctx.db, customer_id).await? else {
         return Ok(see_other("/account/login"));
     };
-    let page = query.page.unwrap_or(1).clamp(1, 10_000);
     let (orders, total) =
         orders::list_for_customer(&ctx.db, customer_id, page, ORDERS_PER_PAGE).await?;
     let date = time::macros::format_description!("[day] [month repr:short] [year]");
@@ -241,7 +350,7 @@ pub async fn show_account(
         })
         .collect();
     let total_pages = total.div_ceil(ORDERS_PER_PAGE).max(1);
-    let visitor = Visitor::of(&req);
+    let visitor = Visitor::of(req);
     let csrf_token = ctx.csrf.token_for(&visitor);
     let snapshot = ctx.catalog.snapshot();
     let view = AccountPage {
@@ -251,8 +360,13 @@ pub async fn show_account(
         pagination: Pagination::new(page, total_pages, |n| format!("/account?page={n}")),
         total_orders: total,
         csrf_token: &csrf_token,
+        notice,
+        error,
     };
-    let mut response = render(&req, &view, CachePolicy::NoStore)?;
+    let mut response = render(req, &view, CachePolicy::NoStore)?;
+    if error.is_some() {
+        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
     visitor.remember(&mut response, ctx.secure_cookies())?;
     Ok(response)
 }

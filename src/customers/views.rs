@@ -41,4 +41,6 @@ pub struct AccountPage<'a> {
     pub pagination: crate::catalog::views::Pagination,
     pub total_orders: u64,
     pub csrf_token: &'a str,
+    pub notice: Option<&'a str>,
+    pub error: Option<&'a str>,
 }

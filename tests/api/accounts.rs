@@ -9,7 +9,160 @@ crate::on_both_databases!(
     bad_sign_ups_are_refused_with_reasons,
     sign_in_checks_the_password_and_throttles,
     order_history_shows_only_the_accounts_orders,
+    profile_and_password_can_be_changed,
+    a_cart_follows_the_account_to_another_browser,
 );
+
+async fn a_cart_follows_the_account_to_another_browser(app: TestApp) {
+    let (_, sku, _) = in_stock_variant(10);
+    let id = variant_id_of(&app, &sku).to_string();
+    // On the phone: a guest cart, then sign-up (the cart stays).
+    let mut phone = Browser::open(&app).await;
+    phone
+        .post(&app, "/cart/add", &[("variant_id", &id), ("quantity", "2")])
+        .await;
+    phone.sign_up(&app, "hana@example.com").await;
+    assert!(
+        phone
+            .get(&app, "/cart")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains(&sku)
+    );
+
+    // On the laptop: one more of the same as a guest, then sign in.
+    let mut laptop = Browser::open(&app).await;
+    laptop
+        .post(&app, "/cart/add", &[("variant_id", &id), ("quantity", "1")])
+        .await;
+    let response = laptop
+        .post(
+            &app,
+            "/account/login",
+            &[
+                ("email", "hana@example.com"),
+                ("password", "a long enough password"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let cart = laptop.get(&app, "/cart").await.text().await.unwrap();
+    assert!(cart.contains(&sku));
+    assert!(cart.contains("value=\"3\""), "quantities add up: {cart}");
+}
+
+async fn profile_and_password_can_be_changed(app: TestApp) {
+    let mut browser = Browser::open(&app).await;
+    browser.sign_up(&app, "mei@example.com").await;
+
+    let response = browser
+        .post(
+            &app,
+            "/account/profile",
+            &[
+                ("name", "Mei Ling"),
+                ("email", "Mei.Ling@Example.com"),
+                ("phone", "+65 8123 4567"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        response.headers()["location"],
+        "/account?notice=profile_saved"
+    );
+    let html = browser
+        .get(&app, "/account?notice=profile_saved")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Your details are saved."));
+    assert!(html.contains("Hello, Mei Ling"));
+    assert!(html.contains("mei.ling@example.com"));
+    assert!(
+        !html.contains("(order updates on)"),
+        "unticked opt-in is off"
+    );
+
+    let bad = browser
+        .post(
+            &app,
+            "/account/profile",
+            &[("name", "Mei"), ("email", "nope"), ("phone", "")],
+        )
+        .await;
+    assert_eq!(bad.status(), 422);
+
+    let wrong = browser
+        .post(
+            &app,
+            "/account/password",
+            &[
+                ("current_password", "not my password"),
+                ("new_password", "brand new password"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status(), 422);
+    assert!(
+        wrong
+            .text()
+            .await
+            .unwrap()
+            .contains("current password is not right")
+    );
+    let changed = browser
+        .post(
+            &app,
+            "/account/password",
+            &[
+                ("current_password", "a long enough password"),
+                ("new_password", "brand new password"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        changed.headers()["location"],
+        "/account?notice=password_changed"
+    );
+
+    let mut again = Browser::open(&app).await;
+    let old = again
+        .post(
+            &app,
+            "/account/login",
+            &[
+                ("email", "mei.ling@example.com"),
+                ("password", "a long enough password"),
+            ],
+        )
+        .await;
+    assert_eq!(old.status(), 401);
+    let new = again
+        .post(
+            &app,
+            "/account/login",
+            &[
+                ("email", "mei.ling@example.com"),
+                ("password", "brand new password"),
+            ],
+        )
+        .await;
+    assert_eq!(new.status(), 303);
+
+    // Signed out, the forms only lead to the sign-in page.
+    let mut anonymous = Browser::open(&app).await;
+    let response = anonymous
+        .post(
+            &app,
+            "/account/profile",
+            &[("name", "X"), ("email", "x@example.com")],
+        )
+        .await;
+    assert_eq!(response.headers()["location"], "/account/login");
+}
 
 /// A browser: its cookies and the CSRF token of its visitor.
 struct Browser {
