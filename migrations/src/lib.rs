@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_create_shop;
 mod m20261124_000002_product_search;
 mod m20261124_000003_variant_stock_stamp;
+mod m20261124_000004_messages_and_password_resets;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_create_shop::Migration),
             Box::new(m20261124_000002_product_search::Migration),
             Box::new(m20261124_000003_variant_stock_stamp::Migration),
+            Box::new(m20261124_000004_messages_and_password_resets::Migration),
         ]
     }
 }

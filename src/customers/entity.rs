@@ -26,3 +26,26 @@ pub mod customer {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod password_reset {
+    use sea_orm::entity::prelude::*;
+
+    /// A single-use reset link; only the SHA-256 of its token is stored.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "password_resets")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub token_hash: String,
+        pub customer_id: i64,
+        pub expires_at: time::OffsetDateTime,
+        pub used_at: Option<time::OffsetDateTime>,
+        pub created_at: time::OffsetDateTime,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

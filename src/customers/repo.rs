@@ -106,3 +106,86 @@ pub async fn update_profile(
         Err(error) => Err(error),
     }
 }
+
+pub async fn find_by_phone(
+    db: &DatabaseConnection,
+    phone: &str,
+) -> Result<Option<customer::Model>, DbErr> {
+    customer::Entity::find()
+        .filter(customer::Column::Phone.eq(phone))
+        .one(db)
+        .await
+}
+
+pub async fn create_reset(
+    writer: &Writer,
+    customer_id: i64,
+    token_hash: String,
+    expires_at: OffsetDateTime,
+) -> Result<(), DbErr> {
+    use super::entity::password_reset;
+    let _permit = writer.permit().await;
+    password_reset::Entity::insert(password_reset::ActiveModel {
+        id: NotSet,
+        token_hash: Set(token_hash),
+        customer_id: Set(customer_id),
+        expires_at: Set(expires_at),
+        used_at: Set(None),
+        created_at: Set(OffsetDateTime::now_utc()),
+    })
+    .exec_without_returning(&writer.db)
+    .await?;
+    Ok(())
+}
+
+/// The customer of a reset token that is unused and unexpired.
+pub async fn valid_reset(db: &DatabaseConnection, token_hash: &str) -> Result<Option<i64>, DbErr> {
+    use super::entity::password_reset;
+    Ok(password_reset::Entity::find()
+        .filter(password_reset::Column::TokenHash.eq(token_hash))
+        .filter(password_reset::Column::UsedAt.is_null())
+        .filter(password_reset::Column::ExpiresAt.gt(OffsetDateTime::now_utc()))
+        .one(db)
+        .await?
+        .map(|reset| reset.customer_id))
+}
+
+/// Uses up a reset token and sets the new password in one transaction;
+/// returns the customer, or `None` when the token was used, expired or
+/// never existed. Two concurrent uses: one wins.
+pub async fn consume_reset(
+    writer: &Writer,
+    token_hash: &str,
+    password_hash: String,
+) -> Result<Option<i64>, DbErr> {
+    use super::entity::password_reset;
+    use sea_orm::sea_query::Expr;
+    let (txn, _permit) = writer.begin().await?;
+    let now = OffsetDateTime::now_utc();
+    let won = password_reset::Entity::update_many()
+        .col_expr(password_reset::Column::UsedAt, Expr::value(now))
+        .filter(password_reset::Column::TokenHash.eq(token_hash))
+        .filter(password_reset::Column::UsedAt.is_null())
+        .filter(password_reset::Column::ExpiresAt.gt(now))
+        .exec(&txn)
+        .await?
+        .rows_affected
+        == 1;
+    if !won {
+        txn.rollback().await?;
+        return Ok(None);
+    }
+    let reset = password_reset::Entity::find()
+        .filter(password_reset::Column::TokenHash.eq(token_hash))
+        .one(&txn)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("reset vanished inside its transaction".into()))?;
+    customer::Entity::update_many()
+        .col_expr(customer::Column::PasswordHash, Expr::value(password_hash))
+        .col_expr(customer::Column::UpdatedAt, Expr::value(now))
+        .filter(customer::Column::Id.eq(reset.customer_id))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(Some(reset.customer_id))
+}

@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::views::{AccountPage, LoginPage, OrderRow, SignUpPage};
+use super::views::{AccountPage, LoginPage, OrderRow, ResetPage, ResetRequestPage, SignUpPage};
 use super::{AccountError, SignUp};
 use crate::app::AppContext;
 use crate::catalog::Money;
@@ -26,7 +26,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/account/login", web::post().to(submit_login))
         .route("/account/logout", web::post().to(submit_logout))
         .route("/account/profile", web::post().to(update_profile))
-        .route("/account/password", web::post().to(change_password));
+        .route("/account/password", web::post().to(change_password))
+        .route("/account/reset", web::get().to(show_reset_request))
+        .route("/account/reset", web::post().to(submit_reset_request))
+        .route("/account/reset/{token}", web::get().to(show_reset))
+        .route("/account/reset/{token}", web::post().to(submit_reset));
 }
 
 fn internal(error: impl std::error::Error + Send + Sync + 'static) -> AppError {
@@ -369,4 +373,162 @@ async fn account_page(
     }
     visitor.remember(&mut response, ctx.secure_cookies())?;
     Ok(response)
+}
+
+async fn reset_request_page(
+    req: &HttpRequest,
+    ctx: &AppContext,
+    sent: bool,
+    error: Option<(&str, StatusCode)>,
+) -> Result<HttpResponse, AppError> {
+    let visitor = Visitor::of(req);
+    let snapshot = ctx.catalog.snapshot();
+    let csrf_token = ctx.csrf.token_for(&visitor);
+    let page = ResetRequestPage {
+        layout: Layout::new("Reset your password — Kedai", &snapshot.categories),
+        sent,
+        error: error.map(|(message, _)| message),
+        csrf_token: &csrf_token,
+    };
+    let mut response = render(req, &page, CachePolicy::NoStore)?;
+    if let Some((_, status)) = error {
+        *response.status_mut() = status;
+    }
+    visitor.remember(&mut response, ctx.secure_cookies())?;
+    Ok(response)
+}
+
+pub async fn show_reset_request(
+    req: HttpRequest,
+    ctx: web::Data<AppContext>,
+) -> Result<HttpResponse, AppError> {
+    reset_request_page(&req, &ctx, false, None).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResetRequestForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    contact: String,
+}
+
+pub async fn submit_reset_request(
+    req: HttpRequest,
+    ctx: web::Data<AppContext>,
+    form: web::Form<ResetRequestForm>,
+) -> Result<HttpResponse, AppError> {
+    verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
+    let client = req
+        .connection_info()
+        .realip_remote_addr()
+        .unwrap_or("unknown")
+        .to_string();
+    let log_links = ctx.settings.messaging.kind == crate::config::MessagingKind::Recorded;
+    match super::request_password_reset(
+        &ctx.writer,
+        ctx.cache.as_ref(),
+        &form.contact,
+        &client,
+        ctx.settings.server.public_url.as_str(),
+        log_links,
+    )
+    .await
+    {
+        Ok(()) => reset_request_page(&req, &ctx, true, None).await,
+        Err(AccountError::Throttled(seconds)) => {
+            let message = format!(
+                "Too many requests. Please wait {} minutes.",
+                seconds.div_ceil(60)
+            );
+            reset_request_page(
+                &req,
+                &ctx,
+                false,
+                Some((&message, StatusCode::TOO_MANY_REQUESTS)),
+            )
+            .await
+        }
+        Err(AccountError::Internal(error)) => Err(AppError::Internal(error)),
+        Err(problem) => {
+            reset_request_page(
+                &req,
+                &ctx,
+                false,
+                Some((&problem.to_string(), StatusCode::UNPROCESSABLE_ENTITY)),
+            )
+            .await
+        }
+    }
+}
+
+async fn reset_page(
+    req: &HttpRequest,
+    ctx: &AppContext,
+    token: &str,
+    error: Option<&str>,
+) -> Result<HttpResponse, AppError> {
+    let visitor = Visitor::of(req);
+    let snapshot = ctx.catalog.snapshot();
+    let csrf_token = ctx.csrf.token_for(&visitor);
+    let valid = super::reset_token_is_valid(&ctx.db, token).await?;
+    let page = ResetPage {
+        layout: Layout::new("Choose a new password — Kedai", &snapshot.categories),
+        token,
+        valid,
+        error,
+        csrf_token: &csrf_token,
+    };
+    let mut response = render(req, &page, CachePolicy::NoStore)?;
+    if !valid {
+        *response.status_mut() = StatusCode::GONE;
+    } else if error.is_some() {
+        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    // The token is in the URL: keep it out of Referer headers.
+    response.headers_mut().insert(
+        actix_web::http::header::REFERRER_POLICY,
+        actix_web::http::header::HeaderValue::from_static("no-referrer"),
+    );
+    visitor.remember(&mut response, ctx.secure_cookies())?;
+    Ok(response)
+}
+
+pub async fn show_reset(
+    req: HttpRequest,
+    ctx: web::Data<AppContext>,
+    token: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    reset_page(&req, &ctx, &token, None).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResetForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    new_password: String,
+}
+
+pub async fn submit_reset(
+    req: HttpRequest,
+    ctx: web::Data<AppContext>,
+    token: web::Path<String>,
+    form: web::Form<ResetForm>,
+) -> Result<HttpResponse, AppError> {
+    verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
+    match super::reset_password(&ctx.writer, &token, &form.new_password).await {
+        Ok(customer_id) => {
+            let mut response = signed_in(&req, &ctx, customer_id).await?;
+            response.headers_mut().insert(
+                actix_web::http::header::LOCATION,
+                actix_web::http::header::HeaderValue::from_static(
+                    "/account?notice=password_changed",
+                ),
+            );
+            Ok(response)
+        }
+        Err(AccountError::Internal(error)) => Err(AppError::Internal(error)),
+        Err(problem) => reset_page(&req, &ctx, &token, Some(&problem.to_string())).await,
+    }
 }

@@ -44,3 +44,22 @@ pub struct AccountPage<'a> {
     pub notice: Option<&'a str>,
     pub error: Option<&'a str>,
 }
+
+#[derive(Template)]
+#[template(path = "account/reset_request.html")]
+pub struct ResetRequestPage<'a> {
+    pub layout: Layout<'a>,
+    pub sent: bool,
+    pub error: Option<&'a str>,
+    pub csrf_token: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "account/reset.html")]
+pub struct ResetPage<'a> {
+    pub layout: Layout<'a>,
+    pub token: &'a str,
+    pub valid: bool,
+    pub error: Option<&'a str>,
+    pub csrf_token: &'a str,
+}

@@ -11,7 +11,107 @@ crate::on_both_databases!(
     order_history_shows_only_the_accounts_orders,
     profile_and_password_can_be_changed,
     a_cart_follows_the_account_to_another_browser,
+    a_password_is_reset_by_a_single_use_whatsapp_link,
 );
+
+async fn a_password_is_reset_by_a_single_use_whatsapp_link(app: TestApp) {
+    let mut owner = Browser::open(&app).await;
+    owner.sign_up(&app, "rina@example.com").await;
+
+    let mut browser = Browser::open(&app).await;
+    let response = browser
+        .post(&app, "/account/reset", &[("contact", "rina@example.com")])
+        .await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("If an account with a WhatsApp number matches")
+    );
+    // An unknown contact gets the same answer, and no message is sent.
+    let unknown = browser
+        .post(&app, "/account/reset", &[("contact", "+60111111111")])
+        .await;
+    assert!(
+        unknown
+            .text()
+            .await
+            .unwrap()
+            .contains("If an account with a WhatsApp number matches")
+    );
+    assert!(
+        kedai::platform::messaging::list(&app.context.db, Some("+60111111111"), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let messages = kedai::platform::messaging::list(&app.context.db, Some("+60198765432"), 5)
+        .await
+        .unwrap();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].kind, "password_reset");
+    assert_eq!(messages[0].status, "recorded");
+    let link = messages[0]
+        .body
+        .split_whitespace()
+        .find(|w| w.contains("/account/reset/"))
+        .unwrap();
+    let path = &link[link.find("/account/reset/").unwrap()..];
+
+    let form = browser.get(&app, path).await;
+    assert_eq!(form.status(), 200);
+    assert_eq!(form.headers()["referrer-policy"], "no-referrer");
+    let response = browser
+        .post(&app, path, &[("new_password", "a fresh password 2026")])
+        .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        response.headers()["location"],
+        "/account?notice=password_changed"
+    );
+    assert!(browser.session.is_some(), "signed in with the new password");
+
+    // The link works once.
+    assert_eq!(browser.get(&app, path).await.status(), 410);
+    let again = browser
+        .post(&app, path, &[("new_password", "yet another password")])
+        .await;
+    assert_eq!(again.status(), 410);
+    let mut fresh = Browser::open(&app).await;
+    let old = fresh
+        .post(
+            &app,
+            "/account/login",
+            &[
+                ("email", "rina@example.com"),
+                ("password", "a long enough password"),
+            ],
+        )
+        .await;
+    assert_eq!(old.status(), 401);
+    let new = fresh
+        .post(
+            &app,
+            "/account/login",
+            &[
+                ("email", "rina@example.com"),
+                ("password", "a fresh password 2026"),
+            ],
+        )
+        .await;
+    assert_eq!(new.status(), 303);
+    // A made-up token is not a link.
+    assert_eq!(
+        fresh
+            .get(&app, &format!("/account/reset/{}", "0".repeat(64)))
+            .await
+            .status(),
+        410
+    );
+}
 
 async fn a_cart_follows_the_account_to_another_browser(app: TestApp) {
     let (_, sku, _) = in_stock_variant(10);
