@@ -275,3 +275,102 @@ async fn shopper_browses_home_category_and_product() {
     browser.quit().await.ok();
     result.expect("the browser journey works");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_signs_up_buys_and_finds_the_order_in_their_history() {
+    if !browser_available() {
+        return;
+    }
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let (_driver, driver_url) = start_chromedriver().await;
+    let browser = chrome(&driver_url).await;
+    let shots = artifacts_dir();
+
+    let result = async {
+        browser
+            .goto(format!("{}/account/signup", app.address))
+            .await?;
+        for (field, value) in [
+            ("#name", "Zul Ariffin"),
+            ("#email", "zul@example.com"),
+            ("#phone", "+60177778888"),
+            ("#password", "a long enough password"),
+        ] {
+            browser.find(By::Css(field)).await?.send_keys(value).await?;
+        }
+        browser
+            .find(By::Css(".checkout-form button"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "/account").await?;
+        assert!(
+            browser
+                .find(By::Css("main h1"))
+                .await?
+                .text()
+                .await?
+                .contains("Zul Ariffin")
+        );
+
+        let catalog = kedai::catalog::demo::demo_catalog();
+        let buyable = catalog
+            .iter()
+            .flat_map(|c| &c.products)
+            .find(|p| p.variants.len() == 1 && p.variants[0].stock_on_hand >= 5)
+            .expect("a single-variant product in stock");
+        browser
+            .goto(format!("{}/products/{}", app.address, buyable.slug))
+            .await?;
+        browser
+            .find(By::Css(".add-to-cart button"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "/cart").await?;
+        browser
+            .find(By::Css("a[href='/checkout']"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "/checkout").await?;
+        // Name, email and number come from the account.
+        let email = browser.find(By::Css("#email")).await?.value().await?;
+        assert_eq!(email.as_deref(), Some("zul@example.com"));
+        for (field, value) in [
+            ("#line1", "3 Jalan Sultan"),
+            ("#city", "Johor Bahru"),
+            ("#postcode", "80000"),
+            ("#state", "Johor"),
+        ] {
+            browser.find(By::Css(field)).await?.send_keys(value).await?;
+        }
+        browser
+            .find(By::Css(".checkout-form button"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "/pay/test/").await?;
+        browser
+            .find(By::Css("form[action$='/pay'] button"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "/orders/").await?;
+
+        browser.goto(format!("{}/account", app.address)).await?;
+        let history = browser
+            .find(By::Css(".order-history tbody"))
+            .await?
+            .text()
+            .await?;
+        assert!(history.contains("Paid"), "{history}");
+        browser
+            .screenshot(&shots.join("account-1-history.png"))
+            .await?;
+        Ok::<(), WebDriverError>(())
+    }
+    .await;
+    browser.quit().await.ok();
+    result.expect("the account journey works");
+}
