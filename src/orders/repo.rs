@@ -17,7 +17,7 @@ use sea_orm::{
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::entity::{order, order_line, order_status_change};
+use super::entity::{order, order_line, order_status_change, shipment};
 use super::model::OrderStatus;
 use crate::catalog::stock;
 use crate::events;
@@ -665,6 +665,8 @@ pub struct OrderView {
     pub order: order::Model,
     pub lines: Vec<order_line::Model>,
     pub history: Vec<order_status_change::Model>,
+    /// The shipment, once logistics created one.
+    pub shipment: Option<shipment::Model>,
 }
 
 /// A customer's orders, newest first: one page of them and the total count.
@@ -728,9 +730,14 @@ pub async fn find_by_id(
         .order_by_asc(order_status_change::Column::Id)
         .all(db)
         .await?;
+    let shipment = shipment::Entity::find()
+        .filter(shipment::Column::OrderId.eq(order_id))
+        .one(db)
+        .await?;
     Ok(Some(OrderView {
         order,
         lines,
         history,
+        shipment,
     }))
 }

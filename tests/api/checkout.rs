@@ -15,7 +15,56 @@ crate::on_both_databases!(
     cancelling_payment_releases_the_stock,
     stock_gone_at_checkout_creates_no_payment_session,
     order_pages_need_their_signed_link,
+    the_order_page_shows_shipment_tracking,
 );
+
+async fn the_order_page_shows_shipment_tracking(app: TestApp) {
+    use kedai::orders::entity::shipment;
+    use sea_orm::ActiveValue::{NotSet, Set};
+    let (shopper, _, pay_page) = to_payment_page(&app, 1).await;
+    let response = post(
+        &app,
+        &shopper,
+        &format!("{pay_page}/pay"),
+        &[("csrf_token", shopper.csrf.clone())],
+    )
+    .await;
+    let url = response.headers()["location"].to_str().unwrap().to_string();
+    assert!(!app.page(&url).await.1.contains("Tracking number"));
+    // Logistics (the events issue) creates the shipment; here, by hand.
+    let public_id = url
+        .trim_start_matches("/orders/")
+        .split('?')
+        .next()
+        .unwrap();
+    let order = kedai::orders::find_by_public_id(&app.context.db, public_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    shipment::Entity::insert(shipment::ActiveModel {
+        id: NotSet,
+        order_id: Set(order.order.id),
+        carrier: Set("Pos Laju".into()),
+        tracking_number: Set(Some("EP123456789MY".into())),
+        tracking_url: Set(Some("https://tracking.example.com/EP123456789MY".into())),
+        label_url: Set(None),
+        status: Set("in_transit".into()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        shipped_at: Set(Some(now)),
+        delivered_at: Set(None),
+    })
+    .exec(&app.context.db)
+    .await
+    .unwrap();
+    let html = app.page(&url).await.1;
+    assert!(
+        html.contains("Tracking number: <span class=\"sku\">EP123456789MY</span>"),
+        "{html}"
+    );
+    assert!(html.contains("Pos Laju"));
+}
 
 fn address(shopper: &Shopper) -> Vec<(&'static str, String)> {
     vec![
