@@ -49,18 +49,19 @@ async fn main() -> anyhow::Result<()> {
             None,
         ),
     };
+    let mut overrides: Vec<(String, String)> = vec![
+        ("server.bind".into(), "127.0.0.1:0".into()),
+        ("server.access_log".into(), "false".into()),
+        ("log.level".into(), "warn".into()),
+        ("database.kind".into(), kind.into()),
+        ("database.url".into(), url),
+    ];
+    // KEDAI_BENCH_POOL overrides database.max_connections for the run.
+    if let Ok(pool) = std::env::var("KEDAI_BENCH_POOL") {
+        overrides.push(("database.max_connections".into(), pool));
+    }
     let settings = Settings::load(&ConfigSources {
-        overrides: vec![
-            ("server.bind".into(), "127.0.0.1:0".into()),
-            ("server.access_log".into(), "false".into()),
-            ("log.level".into(), "warn".into()),
-            ("database.kind".into(), kind.into()),
-            ("database.url".into(), url),
-            (
-                "database.max_connections".into(),
-                std::env::var("KEDAI_BENCH_POOL").unwrap_or_else(|_| "16".into()),
-            ),
-        ],
+        overrides,
         ..ConfigSources::default()
     })?;
     let app = Application::build(settings).await?;
