@@ -6,8 +6,10 @@
 
 pub mod entity;
 mod repo;
+pub mod rules;
 
 pub use repo::{append, claim};
+pub use rules::{Pattern, PatternError};
 
 /// Event type names, as written to the outbox and matched by rules.
 pub mod types {
