@@ -23,4 +23,25 @@ pub enum Command {
     SeedDemo,
     /// Print the effective configuration, secrets redacted, and exit.
     Config,
+    /// WhatsApp messages sent or recorded (the embedded outbox).
+    Messages {
+        #[command(subcommand)]
+        command: MessagesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MessagesCommand {
+    /// List the newest messages.
+    List {
+        /// Only messages to this number (E.164, e.g. +60123456789).
+        #[arg(long)]
+        to: Option<String>,
+        /// How many, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use kedai::app::Application;
 use kedai::catalog::Catalog;
-use kedai::cli::{Cli, Command};
+use kedai::cli::{Cli, Command, MessagesCommand};
 use kedai::config::{ConfigSources, Settings};
 use kedai::ops::telemetry;
 use kedai::platform::db;
@@ -71,6 +71,47 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 println!("seeded {seeded} demo products");
             } else {
                 println!("the catalog already has products; nothing seeded");
+            }
+            Ok(())
+        }
+        Command::Messages {
+            command: MessagesCommand::List { to, limit, json },
+        } => {
+            let connection = db::connect(&settings.database).await?;
+            db::migrate(&connection).await?;
+            let to = to.as_deref().map(|raw| {
+                kedai::customers::normalise_phone(raw).unwrap_or_else(|| raw.to_string())
+            });
+            let messages =
+                kedai::platform::messaging::list(&connection, to.as_deref(), limit).await?;
+            if json {
+                let rows: Vec<serde_json::Value> = messages
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "message_id": m.message_id,
+                            "to": m.recipient,
+                            "kind": m.kind,
+                            "status": m.status,
+                            "created_at": m.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                            "body": m.body,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if messages.is_empty() {
+                println!("no messages");
+            } else {
+                for m in &messages {
+                    let when = m
+                        .created_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default();
+                    println!(
+                        "{when}  {:<16} {:<16} {:<9} {}",
+                        m.recipient, m.kind, m.status, m.body
+                    );
+                }
             }
             Ok(())
         }

@@ -118,6 +118,66 @@ fn migrate_and_seed_demo_are_idempotent() {
 }
 
 #[test]
+fn messages_list_shows_the_recorded_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("kedai.db").display()
+    );
+    // Record a message through the library, as the shop would.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let settings = kedai::config::Settings::load(&kedai::config::ConfigSources {
+            overrides: vec![("database.url".into(), url.clone())],
+            ..Default::default()
+        })
+        .unwrap();
+        let connection = kedai::platform::db::connect(&settings.database)
+            .await
+            .unwrap();
+        kedai::platform::db::migrate(&connection).await.unwrap();
+        let writer = kedai::platform::db::Writer::new(connection);
+        kedai::platform::messaging::record(
+            &writer,
+            "+60123456789",
+            "password_reset",
+            "hello from the test",
+        )
+        .await
+        .unwrap();
+        kedai::platform::messaging::record(&writer, "+60111111111", "order_paid", "another one")
+            .await
+            .unwrap();
+    });
+    let output = kedai(dir.path())
+        .args(["messages", "list", "--to", "+60 12-345 6789", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["to"], "+60123456789");
+    assert_eq!(rows[0]["kind"], "password_reset");
+    assert_eq!(rows[0]["status"], "recorded");
+    let table = kedai(dir.path())
+        .args(["messages", "list"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        text.contains("another one") && text.contains("hello from the test"),
+        "{text}"
+    );
+}
+
+#[test]
 fn serve_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = kedai(dir.path())
