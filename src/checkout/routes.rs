@@ -119,9 +119,7 @@ fn validate(form: &CheckoutForm) -> Vec<String> {
         errors.push("Enter an email address like name@example.com.".to_string());
     }
     if !form.phone.trim().is_empty() && normalise_phone(&form.phone).is_none() {
-        errors.push(
-            "Enter the WhatsApp number with its country code, like +60123456789.".to_string(),
-        );
+        errors.push(crate::customers::model::PHONE_HINT.to_string());
     }
     for (value, label, max) in [
         (&form.name, "your name", 200),

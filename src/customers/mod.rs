@@ -73,39 +73,69 @@ async fn blocking<T: Send + 'static>(
         .map_err(|error| anyhow::anyhow!("worker failed: {error}"))
 }
 
-/// Creates an account and returns its id.
-pub async fn sign_up(writer: &Writer, form: &SignUp) -> Result<i64, AccountError> {
-    let email = normalise_email(&form.email).ok_or_else(|| {
-        AccountError::Invalid("Enter an email address like name@example.com.".into())
-    })?;
-    let name = form.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(AccountError::Invalid("Enter your name.".into()));
+/// Name, email and WhatsApp number as sign-up and the profile form take them.
+struct Details {
+    name: String,
+    email: String,
+    phone: Option<String>,
+    /// Only with a number to send to.
+    whatsapp_opt_in: bool,
+}
+
+impl Details {
+    fn check(name: &str, email: &str, phone: &str, opt_in: bool) -> Result<Details, AccountError> {
+        let email = normalise_email(email).ok_or_else(|| {
+            AccountError::Invalid("Enter an email address like name@example.com.".into())
+        })?;
+        let name = name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(AccountError::Invalid("Enter your name.".into()));
+        }
+        let phone = match phone.trim() {
+            "" => None,
+            raw => Some(
+                normalise_phone(raw)
+                    .ok_or_else(|| AccountError::Invalid(model::PHONE_HINT.into()))?,
+            ),
+        };
+        Ok(Details {
+            name: name.to_string(),
+            email,
+            whatsapp_opt_in: opt_in && phone.is_some(),
+            phone,
+        })
     }
-    let phone = match form.phone.trim() {
-        "" => None,
-        raw => Some(normalise_phone(raw).ok_or_else(|| {
-            AccountError::Invalid(
-                "Enter the WhatsApp number with its country code, like +60123456789.".into(),
-            )
-        })?),
-    };
-    if !(model::MIN_PASSWORD..=model::MAX_PASSWORD).contains(&form.password.chars().count()) {
+}
+
+/// Checks a new password's length and hashes it off the async workers.
+async fn new_password_hash(password: &str) -> Result<String, AccountError> {
+    if !(model::MIN_PASSWORD..=model::MAX_PASSWORD).contains(&password.chars().count()) {
         return Err(AccountError::Invalid(format!(
             "Choose a password of {} to {} characters.",
             model::MIN_PASSWORD,
             model::MAX_PASSWORD
         )));
     }
-    let password = form.password.clone();
-    let password_hash = blocking(move || model::hash_password(&password)).await??;
+    let password = password.to_string();
+    Ok(blocking(move || model::hash_password(&password)).await??)
+}
+
+/// Creates an account and returns its id.
+pub async fn sign_up(writer: &Writer, form: &SignUp) -> Result<i64, AccountError> {
+    let details = Details::check(
+        &form.name,
+        &form.email,
+        &form.phone,
+        form.whatsapp_opt_in.is_some(),
+    )?;
+    let password_hash = new_password_hash(&form.password).await?;
     let id = repo::create(
         writer,
         repo::NewCustomer {
-            email,
-            name: name.to_string(),
-            whatsapp_opt_in: form.whatsapp_opt_in.is_some() && phone.is_some(),
-            phone,
+            email: details.email,
+            name: details.name,
+            whatsapp_opt_in: details.whatsapp_opt_in,
+            phone: details.phone,
             password_hash,
         },
     )
@@ -171,23 +201,22 @@ pub struct Profile {
 
 /// Validates and saves a profile.
 pub async fn update_profile(writer: &Writer, id: i64, form: &Profile) -> Result<(), AccountError> {
-    let email = normalise_email(&form.email).ok_or_else(|| {
-        AccountError::Invalid("Enter an email address like name@example.com.".into())
-    })?;
-    let name = form.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(AccountError::Invalid("Enter your name.".into()));
-    }
-    let phone = match form.phone.trim() {
-        "" => None,
-        raw => Some(normalise_phone(raw).ok_or_else(|| {
-            AccountError::Invalid(
-                "Enter the WhatsApp number with its country code, like +60123456789.".into(),
-            )
-        })?),
-    };
-    let opt_in = form.whatsapp_opt_in.is_some() && phone.is_some();
-    if !repo::update_profile(writer, id, name.to_string(), email, phone, opt_in).await? {
+    let details = Details::check(
+        &form.name,
+        &form.email,
+        &form.phone,
+        form.whatsapp_opt_in.is_some(),
+    )?;
+    if !repo::update_profile(
+        writer,
+        id,
+        details.name,
+        details.email,
+        details.phone,
+        details.whatsapp_opt_in,
+    )
+    .await?
+    {
         return Err(AccountError::Taken);
     }
     Ok(())
@@ -211,15 +240,7 @@ pub async fn change_password(
             "The current password is not right.".into(),
         ));
     }
-    if !(model::MIN_PASSWORD..=model::MAX_PASSWORD).contains(&new.chars().count()) {
-        return Err(AccountError::Invalid(format!(
-            "Choose a password of {} to {} characters.",
-            model::MIN_PASSWORD,
-            model::MAX_PASSWORD
-        )));
-    }
-    let new = new.to_string();
-    let hash = blocking(move || model::hash_password(&new)).await??;
+    let hash = new_password_hash(new).await?;
     repo::update_password(writer, id, hash).await?;
     Ok(())
 }
@@ -301,15 +322,7 @@ pub async fn reset_token_is_valid(
 
 /// Sets a new password through a reset token; returns the customer.
 pub async fn reset_password(writer: &Writer, token: &str, new: &str) -> Result<i64, AccountError> {
-    if !(model::MIN_PASSWORD..=model::MAX_PASSWORD).contains(&new.chars().count()) {
-        return Err(AccountError::Invalid(format!(
-            "Choose a password of {} to {} characters.",
-            model::MIN_PASSWORD,
-            model::MAX_PASSWORD
-        )));
-    }
-    let new = new.to_string();
-    let hash = blocking(move || model::hash_password(&new)).await??;
+    let hash = new_password_hash(new).await?;
     repo::consume_reset(writer, &token_hash(token), hash)
         .await?
         .ok_or_else(|| {

@@ -28,6 +28,9 @@ pub fn normalise_email(raw: &str) -> Option<String> {
     valid.then_some(email)
 }
 
+/// What to say when a WhatsApp number does not parse.
+pub const PHONE_HINT: &str = "Enter the WhatsApp number with its country code, like +60123456789.";
+
 pub const MIN_PASSWORD: usize = 10;
 pub const MAX_PASSWORD: usize = 128;
 

@@ -33,6 +33,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/account/reset/{token}", web::post().to(submit_reset));
 }
 
+/// The client's address for throttling: what the load balancer reports
+/// (`Forwarded` / `X-Forwarded-For`), else the peer.
+fn client_address(req: &HttpRequest) -> String {
+    req.connection_info()
+        .realip_remote_addr()
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+/// Renders a personal page: never stored, with `status` when given, and
+/// the visitor cookie set for a new visitor (the page's forms need it).
+fn personal(
+    req: &HttpRequest,
+    ctx: &AppContext,
+    visitor: &Visitor,
+    page: &impl askama::Template,
+    status: Option<StatusCode>,
+) -> Result<HttpResponse, AppError> {
+    let mut response = render(req, page, CachePolicy::NoStore)?;
+    if let Some(status) = status {
+        *response.status_mut() = status;
+    }
+    visitor.remember(&mut response, ctx.secure_cookies())?;
+    Ok(response)
+}
+
 fn internal(error: impl std::error::Error + Send + Sync + 'static) -> AppError {
     AppError::Internal(anyhow::Error::new(error))
 }
@@ -71,12 +97,13 @@ async fn sign_up_page(
         error,
         csrf_token: &csrf_token,
     };
-    let mut response = render(req, &page, CachePolicy::NoStore)?;
-    if error.is_some() {
-        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-    }
-    visitor.remember(&mut response, ctx.secure_cookies())?;
-    Ok(response)
+    personal(
+        req,
+        ctx,
+        &visitor,
+        &page,
+        error.map(|_| StatusCode::UNPROCESSABLE_ENTITY),
+    )
 }
 
 pub async fn show_sign_up(
@@ -119,12 +146,7 @@ async fn login_page(
         error: error.map(|(message, _)| message),
         csrf_token: &csrf_token,
     };
-    let mut response = render(req, &page, CachePolicy::NoStore)?;
-    if let Some((_, status)) = error {
-        *response.status_mut() = status;
-    }
-    visitor.remember(&mut response, ctx.secure_cookies())?;
-    Ok(response)
+    personal(req, ctx, &visitor, &page, error.map(|(_, status)| status))
 }
 
 pub async fn show_login(
@@ -150,11 +172,7 @@ pub async fn submit_login(
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
     verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
-    let client = req
-        .connection_info()
-        .realip_remote_addr()
-        .unwrap_or("unknown")
-        .to_string();
+    let client = client_address(&req);
     match super::authenticate(
         &ctx.db,
         ctx.cache.as_ref(),
@@ -279,11 +297,7 @@ pub async fn change_password(
         Ok(id) => id,
         Err(redirect) => return Ok(redirect),
     };
-    let client = req
-        .connection_info()
-        .realip_remote_addr()
-        .unwrap_or("unknown")
-        .to_string();
+    let client = client_address(&req);
     match super::change_password(
         &ctx.writer,
         ctx.cache.as_ref(),
@@ -367,12 +381,13 @@ async fn account_page(
         notice,
         error,
     };
-    let mut response = render(req, &view, CachePolicy::NoStore)?;
-    if error.is_some() {
-        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-    }
-    visitor.remember(&mut response, ctx.secure_cookies())?;
-    Ok(response)
+    personal(
+        req,
+        ctx,
+        &visitor,
+        &view,
+        error.map(|_| StatusCode::UNPROCESSABLE_ENTITY),
+    )
 }
 
 async fn reset_request_page(
@@ -390,12 +405,7 @@ async fn reset_request_page(
         error: error.map(|(message, _)| message),
         csrf_token: &csrf_token,
     };
-    let mut response = render(req, &page, CachePolicy::NoStore)?;
-    if let Some((_, status)) = error {
-        *response.status_mut() = status;
-    }
-    visitor.remember(&mut response, ctx.secure_cookies())?;
-    Ok(response)
+    personal(req, ctx, &visitor, &page, error.map(|(_, status)| status))
 }
 
 pub async fn show_reset_request(
@@ -419,11 +429,7 @@ pub async fn submit_reset_request(
     form: web::Form<ResetRequestForm>,
 ) -> Result<HttpResponse, AppError> {
     verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
-    let client = req
-        .connection_info()
-        .realip_remote_addr()
-        .unwrap_or("unknown")
-        .to_string();
+    let client = client_address(&req);
     let log_links = ctx.settings.messaging.kind == crate::config::MessagingKind::Recorded;
     match super::request_password_reset(
         &ctx.writer,
@@ -479,18 +485,17 @@ async fn reset_page(
         error,
         csrf_token: &csrf_token,
     };
-    let mut response = render(req, &page, CachePolicy::NoStore)?;
-    if !valid {
-        *response.status_mut() = StatusCode::GONE;
-    } else if error.is_some() {
-        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-    }
+    let status = if !valid {
+        Some(StatusCode::GONE)
+    } else {
+        error.map(|_| StatusCode::UNPROCESSABLE_ENTITY)
+    };
+    let mut response = personal(req, ctx, &visitor, &page, status)?;
     // The token is in the URL: keep it out of Referer headers.
     response.headers_mut().insert(
         actix_web::http::header::REFERRER_POLICY,
         actix_web::http::header::HeaderValue::from_static("no-referrer"),
     );
-    visitor.remember(&mut response, ctx.secure_cookies())?;
     Ok(response)
 }
 
