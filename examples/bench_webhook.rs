@@ -88,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
                 customer_id: None,
                 email: format!("bench{i}@example.com"),
                 phone: None,
+                whatsapp_opt_in: false,
                 address: ShippingAddress {
                     name: "Bench".into(),
                     country: "MY".into(),

@@ -11,16 +11,23 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sea_orm::DatabaseConnection;
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::analytics::Analytics;
 use crate::cart;
 use crate::catalog::{self, Catalog};
 use crate::checkout::{self, Payments};
-use crate::config::Settings;
+use crate::config::{CarrierKind, MessagingKind, Settings};
+use crate::events::{Bus, Dispatcher, Handler};
+use crate::logistics::Logistics;
+use crate::notify::Notifications;
 use crate::ops;
 use crate::platform::cache::{self, Cache};
+use crate::platform::carrier::{Carrier, HttpCarrier, ManualCarrier};
 use crate::platform::db;
+use crate::platform::messaging::{Messaging, RecordedTransport, Transport, TwilioTransport};
 use crate::web::assets;
 use crate::web::error::{AppError, not_found};
 use crate::web::session::Sessions;
@@ -41,6 +48,14 @@ pub struct AppContext {
     pub csrf: Csrf,
     pub sessions: Sessions,
     pub links: OrderLinks,
+    /// WhatsApp out (recorded or Twilio), with its store and routing.
+    pub messaging: Messaging,
+    /// The auth tokens that sign Twilio's webhooks (current first).
+    pub twilio_tokens: Arc<Vec<SecretString>>,
+    /// The event handlers and their rules (for replays and the API).
+    pub bus: Bus,
+    /// This process's event dispatcher (steppable from tests).
+    pub dispatcher: Dispatcher,
     /// How this process reaches itself over loopback (the test-mode
     /// payment provider posts its webhook here).
     pub self_url: String,
@@ -79,6 +94,90 @@ fn server_secret(settings: &Settings) -> secrecy::SecretString {
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     ))
+}
+
+/// The tokens that verify `X-Twilio-Signature`: `twilio.auth_token` and,
+/// while it rotates, `twilio.previous_auth_token`. Without a configured
+/// token (embedded messaging) one is generated for this process, which the
+/// admin's WhatsApp simulator signs with.
+pub fn twilio_tokens(settings: &Settings) -> Vec<SecretString> {
+    let mut tokens = Vec::new();
+    if crate::config::is_set(&settings.twilio.auth_token) {
+        tokens.push(settings.twilio.auth_token.clone());
+    } else {
+        tokens.push(SecretString::from(
+            uuid::Uuid::new_v4().simple().to_string(),
+        ));
+    }
+    if crate::config::is_set(&settings.twilio.previous_auth_token) {
+        tokens.push(settings.twilio.previous_auth_token.clone());
+    }
+    tokens
+}
+
+/// The messaging service for `messaging.kind`.
+pub fn messaging(settings: &Settings, writer: db::Writer) -> anyhow::Result<Messaging> {
+    let transport: Arc<dyn Transport> = match settings.messaging.kind {
+        MessagingKind::Recorded => Arc::new(RecordedTransport),
+        MessagingKind::Twilio => Arc::new(
+            TwilioTransport::new(
+                &settings.twilio.api_base,
+                &settings.twilio.account_sid,
+                settings.twilio.auth_token.clone(),
+                &settings.twilio.from,
+                settings.twilio.timeout,
+            )
+            .context("could not set up the Twilio client")?,
+        ),
+    };
+    let callback = format!(
+        "{}/webhooks/twilio/status",
+        settings.server.public_url.as_str().trim_end_matches('/')
+    );
+    Ok(Messaging::new(
+        writer,
+        transport,
+        settings.notify.clone(),
+        Some(callback),
+    ))
+}
+
+/// The carrier for `carrier.kind`.
+pub fn carrier(settings: &Settings) -> anyhow::Result<Arc<dyn Carrier>> {
+    Ok(match settings.carrier.kind {
+        CarrierKind::Manual => Arc::new(ManualCarrier),
+        CarrierKind::Http => Arc::new(
+            HttpCarrier::new(
+                &settings.carrier.base_url,
+                settings.carrier.api_key.clone(),
+                settings.carrier.timeout,
+            )
+            .context("could not set up the carrier client")?,
+        ),
+    })
+}
+
+/// The event bus: notifications, logistics and analytics, with their rules.
+pub fn event_bus(
+    settings: &Settings,
+    writer: &db::Writer,
+    messaging: Messaging,
+    carrier: Arc<dyn Carrier>,
+    links: OrderLinks,
+) -> anyhow::Result<Bus> {
+    let offset = settings.shop.offset();
+    let handlers: Vec<Arc<dyn Handler>> = vec![
+        Arc::new(Notifications::new(
+            messaging,
+            links,
+            settings.server.public_url.as_str(),
+            settings.notify.quiet_window(),
+            offset,
+        )),
+        Arc::new(Logistics::new(writer.clone(), carrier)),
+        Arc::new(Analytics::new(writer.clone(), offset)),
+    ];
+    Bus::new(handlers).context("an event handler's rule is invalid")
 }
 
 /// A built, listening application that has not started serving yet.
@@ -122,16 +221,31 @@ impl Application {
 
         let cache = cache::from_settings(&settings.redis)
             .context("could not set up the cache (redis.*)")?;
+        let writer = db::Writer::new(db.clone());
+        let links = OrderLinks::new(secret.clone());
+        let messaging = messaging(&settings, writer.clone())?;
+        let bus = event_bus(
+            &settings,
+            &writer,
+            messaging.clone(),
+            carrier(&settings)?,
+            links.clone(),
+        )?;
+        let dispatcher = Dispatcher::new(writer.clone(), bus.clone(), settings.events.clone());
         let context = AppContext {
             sessions: Sessions::new(cache.clone(), settings.server.session_ttl),
             cache,
-            writer: db::Writer::new(db.clone()),
+            writer,
+            messaging,
+            twilio_tokens: Arc::new(twilio_tokens(&settings)),
+            bus,
+            dispatcher,
             db,
             catalog,
             metrics,
             payments: Payments::from_settings(&settings).context("could not set up payments")?,
-            csrf: Csrf::new(secret.clone()),
-            links: OrderLinks::new(secret),
+            csrf: Csrf::new(secret),
+            links,
             self_url,
             shutdown: CancellationToken::new(),
             settings: Arc::new(settings),
@@ -148,6 +262,9 @@ impl Application {
             context.settings.payments.sweep_interval,
             context.shutdown.clone(),
         ));
+        if context.settings.events.enabled {
+            tasks.spawn(context.dispatcher.clone().run(context.shutdown.clone()));
+        }
 
         let server = http_server(listener, context.clone())?;
         tracing::info!(
@@ -239,6 +356,9 @@ fn http_server(listener: TcpListener, context: AppContext) -> anyhow::Result<Ser
             .configure(ops::configure)
             .configure(catalog::routes::configure)
             .configure(checkout::webhook::configure)
+            .configure(crate::notify::routes::configure)
+            .configure(crate::logistics::routes::configure)
+            .configure(crate::events::routes::configure)
             .configure(cart::routes::configure)
             .configure(checkout::routes::configure)
             .configure(crate::customers::routes::configure)

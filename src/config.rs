@@ -68,6 +68,9 @@ pub struct Settings {
     pub twilio: TwilioSettings,
     pub stripe: StripeSettings,
     pub lark: LarkSettings,
+    pub shop: ShopSettings,
+    pub events: EventsSettings,
+    pub notify: NotifySettings,
     /// The profile that was loaded, if any (not a key in the files).
     #[serde(skip)]
     pub profile: Option<String>,
@@ -86,6 +89,9 @@ pub struct ServerSettings {
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
     pub secret_key: SecretString,
+    /// Bearer token of the operations JSON API (`/api/ops/…`); the API is
+    /// off while it is empty.
+    pub ops_api_token: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +278,10 @@ pub struct CarrierSettings {
     pub kind: CarrierKind,
     pub base_url: String,
     pub api_key: SecretString,
+    /// Signs the carrier's status webhooks (HMAC-SHA256 with a timestamp).
+    pub webhook_secret: SecretString,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -299,8 +309,12 @@ pub struct AwsSettings {
 pub struct TwilioSettings {
     pub account_sid: String,
     pub auth_token: SecretString,
+    /// Still accepted on incoming webhooks while the token rotates.
+    pub previous_auth_token: SecretString,
     pub from: String,
     pub api_base: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -317,6 +331,98 @@ pub struct StripeSettings {
 pub struct LarkSettings {
     pub webhook_url: String,
     pub secret: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShopSettings {
+    /// The shop's offset from UTC, e.g. `+08:00`: local days for
+    /// analytics, local time for quiet hours.
+    pub utc_offset: String,
+}
+
+impl ShopSettings {
+    pub fn offset(&self) -> time::UtcOffset {
+        parse_utc_offset(&self.utc_offset).unwrap_or(time::UtcOffset::UTC)
+    }
+}
+
+fn parse_utc_offset(raw: &str) -> Option<time::UtcOffset> {
+    let format = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
+    time::UtcOffset::parse(raw.trim(), &format).ok()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSettings {
+    /// Run the dispatcher in this process.
+    pub enabled: bool,
+    /// How often to look for due deliveries when no commit woke us.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Events routed, and deliveries claimed, per step.
+    pub batch_size: u64,
+    /// Deliveries handled at once per process.
+    pub concurrency: usize,
+    /// How long a claimed delivery belongs to one process; a crashed
+    /// process's deliveries are taken over after it.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// A handler call that takes longer fails (and is retried).
+    #[serde(with = "humantime_serde")]
+    pub handler_timeout: Duration,
+    /// Delay before each retry; after the last, a dead letter.
+    #[serde(deserialize_with = "durations")]
+    pub retry_schedule: Vec<Duration>,
+    /// Random spread of each delay, as a fraction (0.2 = ±20%).
+    pub retry_jitter: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySettings {
+    /// Local times with no proactive messages, `HH:MM-HH:MM` (may wrap
+    /// midnight); empty for none.
+    pub quiet_hours: String,
+    /// WhatsApp's customer-service window after the shopper's last message.
+    #[serde(with = "humantime_serde")]
+    pub session_window: Duration,
+    /// Approved template Content SIDs (`HX…`) for messages outside the window.
+    pub template_order_paid: String,
+    pub template_shipment_in_transit: String,
+    pub template_shipment_out_for_delivery: String,
+    pub template_shipment_delivered: String,
+    pub template_shipment_exception: String,
+    pub template_password_reset: String,
+}
+
+impl NotifySettings {
+    /// The Content SID configured for a notification kind, if any.
+    pub fn template_for(&self, kind: &str) -> Option<&str> {
+        let sid = match kind {
+            "order_paid" => &self.template_order_paid,
+            "shipment_in_transit" => &self.template_shipment_in_transit,
+            "shipment_out_for_delivery" => &self.template_shipment_out_for_delivery,
+            "shipment_delivered" => &self.template_shipment_delivered,
+            "shipment_exception" => &self.template_shipment_exception,
+            "password_reset" => &self.template_password_reset,
+            _ => return None,
+        };
+        Some(sid.as_str()).filter(|s| !s.is_empty())
+    }
+
+    /// The quiet hours as (start, end) local times, if set.
+    pub fn quiet_window(&self) -> Option<(time::Time, time::Time)> {
+        parse_quiet_hours(&self.quiet_hours)
+    }
+}
+
+fn parse_quiet_hours(raw: &str) -> Option<(time::Time, time::Time)> {
+    let format = time::macros::format_description!("[hour]:[minute]");
+    let (start, end) = raw.trim().split_once('-')?;
+    let start = time::Time::parse(start.trim(), &format).ok()?;
+    let end = time::Time::parse(end.trim(), &format).ok()?;
+    (start != end).then_some((start, end))
 }
 
 /// True when a secret has a non-empty value.
@@ -437,6 +543,29 @@ impl Settings {
         if self.carrier.kind == CarrierKind::Http && self.carrier.base_url.is_empty() {
             bail!("carrier.base_url is required when carrier.kind = \"http\"");
         }
+        if parse_utc_offset(&self.shop.utc_offset).is_none() {
+            bail!("shop.utc_offset must look like +08:00 or -05:30");
+        }
+        if self.events.batch_size == 0 || self.events.batch_size > 1000 {
+            bail!("events.batch_size must be between 1 and 1000");
+        }
+        if self.events.concurrency == 0 {
+            bail!("events.concurrency must be at least 1");
+        }
+        if self.events.poll_interval < Duration::from_millis(10) {
+            bail!("events.poll_interval must be at least 10ms");
+        }
+        if self.events.lease <= self.events.handler_timeout {
+            bail!("events.lease must be longer than events.handler_timeout");
+        }
+        if !(0.0..=1.0).contains(&self.events.retry_jitter) {
+            bail!("events.retry_jitter must be between 0 and 1");
+        }
+        if !self.notify.quiet_hours.trim().is_empty()
+            && parse_quiet_hours(&self.notify.quiet_hours).is_none()
+        {
+            bail!("notify.quiet_hours must look like 21:00-08:00 (or be empty)");
+        }
         if self.alerts.kind == AlertsKind::Lark && self.lark.webhook_url.is_empty() {
             bail!("lark.webhook_url is required when alerts.kind = \"lark\"");
         }
@@ -499,6 +628,7 @@ impl Settings {
                 "access_log": self.server.access_log,
                 "session_ttl": humantime::format_duration(self.server.session_ttl).to_string(),
                 "secret_key": redact(&self.server.secret_key),
+                "ops_api_token": redact(&self.server.ops_api_token),
             },
             "log": { "level": self.log.level, "format": format!("{:?}", self.log.format).to_lowercase() },
             "database": {
@@ -553,14 +683,18 @@ impl Settings {
                 "kind": format!("{:?}", self.carrier.kind).to_lowercase(),
                 "base_url": self.carrier.base_url,
                 "api_key": redact(&self.carrier.api_key),
+                "webhook_secret": redact(&self.carrier.webhook_secret),
+                "timeout": duration(self.carrier.timeout),
             },
             "alerts": { "kind": format!("{:?}", self.alerts.kind).to_lowercase() },
             "aws": { "region": self.aws.region, "endpoint_url": self.aws.endpoint_url },
             "twilio": {
                 "account_sid": self.twilio.account_sid,
                 "auth_token": redact(&self.twilio.auth_token),
+                "previous_auth_token": redact(&self.twilio.previous_auth_token),
                 "from": self.twilio.from,
                 "api_base": self.twilio.api_base,
+                "timeout": duration(self.twilio.timeout),
             },
             "stripe": {
                 "secret_key": redact(&self.stripe.secret_key),
@@ -569,6 +703,27 @@ impl Settings {
                 "api_base": self.stripe.api_base,
             },
             "lark": { "webhook_url": redact_url(&self.lark.webhook_url), "secret": redact(&self.lark.secret) },
+            "shop": { "utc_offset": self.shop.utc_offset },
+            "events": {
+                "enabled": self.events.enabled,
+                "poll_interval": duration(self.events.poll_interval),
+                "batch_size": self.events.batch_size,
+                "concurrency": self.events.concurrency,
+                "lease": duration(self.events.lease),
+                "handler_timeout": duration(self.events.handler_timeout),
+                "retry_schedule": self.events.retry_schedule.iter().map(|d| duration(*d)).collect::<Vec<_>>(),
+                "retry_jitter": self.events.retry_jitter,
+            },
+            "notify": {
+                "quiet_hours": self.notify.quiet_hours,
+                "session_window": duration(self.notify.session_window),
+                "template_order_paid": self.notify.template_order_paid,
+                "template_shipment_in_transit": self.notify.template_shipment_in_transit,
+                "template_shipment_out_for_delivery": self.notify.template_shipment_out_for_delivery,
+                "template_shipment_delivered": self.notify.template_shipment_delivered,
+                "template_shipment_exception": self.notify.template_shipment_exception,
+                "template_password_reset": self.notify.template_password_reset,
+            },
         });
         let mut out = String::new();
         if let Some(profile) = &self.profile {
@@ -577,6 +732,18 @@ impl Settings {
         out.push_str(&toml_from_json(&value));
         Ok(out)
     }
+}
+
+/// A list of human-readable durations (`["5s", "2m"]`).
+fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    let raw: Vec<String> = Deserialize::deserialize(deserializer)?;
+    raw.iter()
+        .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn duration(value: Duration) -> String {
+    humantime::format_duration(value).to_string()
 }
 
 fn validate_profile_name(profile: &str) -> anyhow::Result<()> {

@@ -1,14 +1,18 @@
 //! Kedai: one binary that runs an online shop with a WhatsApp shopping
 //! assistant. See ARCHITECTURE.md for the map.
 
+pub mod analytics;
 pub mod app;
 pub mod cart;
 pub mod catalog;
 pub mod checkout;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod customers;
 pub mod events;
+pub mod logistics;
+pub mod notify;
 pub mod ops;
 pub mod orders;
 pub mod platform;

@@ -93,6 +93,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                             "to": m.recipient,
                             "kind": m.kind,
                             "status": m.status,
+                            "template": m.content_sid,
+                            "error_code": m.error_code,
+                            "error": m.error_message,
                             "created_at": m.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
                             "body": m.body,
                         })
@@ -115,6 +118,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Events { command } => kedai::commands::events(&settings, command).await,
+        Command::Shipments { command } => kedai::commands::shipments(&settings, command).await,
+        Command::Analytics { command } => kedai::commands::analytics(&settings, command).await,
         Command::Config => unreachable!("handled before the runtime starts"),
     }
 }

@@ -8,6 +8,7 @@ mod m20261124_000001_create_shop;
 mod m20261124_000002_product_search;
 mod m20261124_000003_variant_stock_stamp;
 mod m20261124_000004_messages_and_password_resets;
+mod m20261124_000005_event_delivery;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_product_search::Migration),
             Box::new(m20261124_000003_variant_stock_stamp::Migration),
             Box::new(m20261124_000004_messages_and_password_resets::Migration),
+            Box::new(m20261124_000005_event_delivery::Migration),
         ]
     }
 }

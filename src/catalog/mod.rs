@@ -35,7 +35,7 @@ pub use read_model::{CatalogSnapshot, SearchTerms};
 pub mod stock {
     pub use super::repo::{
         VariantForSale, release_stock, reserve_stock, restock, take_reserved_stock,
-        take_unreserved_stock, variants_for_sale,
+        take_unreserved_stock, variant_categories, variants_for_sale,
     };
 }
 

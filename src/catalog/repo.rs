@@ -387,6 +387,39 @@ pub struct VariantForSale {
     pub available: i32,
 }
 
+/// The category slug of each variant among `ids` (archived products too),
+/// for order events and analytics.
+pub async fn variant_categories<C: ConnectionTrait>(
+    db: &C,
+    ids: &[i64],
+) -> Result<HashMap<i64, String>, DbErr> {
+    let variants = variant::Entity::find()
+        .filter(variant::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?;
+    let product_ids: Vec<i64> = variants.iter().map(|v| v.product_id).collect();
+    let products: HashMap<i64, i64> = product::Entity::find()
+        .filter(product::Column::Id.is_in(product_ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p.category_id))
+        .collect();
+    let categories: HashMap<i64, String> = category::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c.slug))
+        .collect();
+    Ok(variants
+        .into_iter()
+        .filter_map(|v| {
+            let category = products.get(&v.product_id)?;
+            Some((v.id, categories.get(category)?.clone()))
+        })
+        .collect())
+}
+
 /// The active, purchasable variants among `ids`.
 pub async fn variants_for_sale<C: ConnectionTrait>(
     db: &C,

@@ -102,6 +102,9 @@ pub async fn show_checkout(
         form.email = customer.email;
         form.name = customer.name;
         form.phone = customer.phone.unwrap_or_default();
+        if customer.whatsapp_opt_in {
+            form.whatsapp_opt_in = Some("on".into());
+        }
     }
     render_checkout(&req, &ctx, &visitor, &form, &[]).await
 }
@@ -161,6 +164,7 @@ pub async fn submit_checkout(
         customer_id: ctx.customer_id(&req).await?,
         email: form.email.trim().to_string(),
         phone: normalise_phone(&form.phone),
+        whatsapp_opt_in: form.whatsapp_opt_in.is_some(),
         address: ShippingAddress {
             name: form.name.trim().to_string(),
             line1: form.line1.trim().to_string(),

@@ -15,6 +15,9 @@ pub struct CheckoutForm {
     pub email: String,
     #[serde(default)]
     pub phone: String,
+    /// Present (as "on") when the box "send me order updates" is ticked.
+    #[serde(default)]
+    pub whatsapp_opt_in: Option<String>,
     #[serde(default)]
     pub name: String,
     #[serde(default)]

@@ -14,6 +14,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::platform::cache::{Cache, RateDecision};
 use crate::platform::db::Writer;
+use crate::platform::messaging::{Messaging, Outgoing, SendError};
 pub use model::{normalise_email, normalise_phone};
 
 /// Sign-in attempts allowed per account and per client address, per window.
@@ -258,6 +259,7 @@ fn token_hash(token: &str) -> String {
 /// whether one matched; throttled per contact and per client address.
 pub async fn request_password_reset(
     writer: &Writer,
+    messaging: &Messaging,
     cache: &dyn Cache,
     contact: &str,
     client: &str,
@@ -303,7 +305,24 @@ pub async fn request_password_reset(
     let body = format!(
         "Kedai: someone asked to reset your password. If it was you, open {link} within 30 minutes. If not, ignore this message."
     );
-    crate::platform::messaging::record(writer, &phone, "password_reset", &body).await?;
+    let outgoing = Outgoing {
+        idempotency_key: None,
+        kind: "password_reset".into(),
+        recipient: phone,
+        text: body,
+        variables: vec![link.clone()],
+    };
+    match messaging.send(outgoing).await {
+        Ok(_) => {}
+        Err(SendError::OptedOut) => {
+            tracing::info!(customer_id, "password reset not sent: the number opted out");
+        }
+        Err(SendError::Database(error)) => return Err(error.into()),
+        Err(error) => {
+            // The shopper sees the same page either way; operators see this.
+            tracing::error!(customer_id, error = %error, "password reset message could not be sent");
+        }
+    }
     if log_links {
         // Only the embedded outbox does this, so a demo can be followed
         // without a phone; the Twilio adapter never logs message bodies.

@@ -1,6 +1,7 @@
 //! Operations: health checks for the load balancer, Prometheus metrics,
 //! logging and the per-request middleware.
 
+pub mod api;
 pub mod metrics;
 pub mod middleware;
 pub mod telemetry;

@@ -37,6 +37,8 @@ pub mod order {
         pub paid_at: Option<time::OffsetDateTime>,
         pub created_at: time::OffsetDateTime,
         pub updated_at: time::OffsetDateTime,
+        /// The buyer asked for order updates on WhatsApp.
+        pub whatsapp_opt_in: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -109,6 +111,8 @@ pub mod shipment {
         pub updated_at: time::OffsetDateTime,
         pub shipped_at: Option<time::OffsetDateTime>,
         pub delivered_at: Option<time::OffsetDateTime>,
+        /// The carrier's own id for the shipment.
+        pub carrier_ref: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -39,6 +39,8 @@ pub struct NewOrder {
     pub customer_id: Option<i64>,
     pub email: String,
     pub phone: Option<String>,
+    /// The buyer asked for order updates on WhatsApp (needs a phone).
+    pub whatsapp_opt_in: bool,
     pub address: ShippingAddress,
     /// (variant id, quantity); a variant may appear once.
     pub lines: Vec<(i64, i32)>,
@@ -131,6 +133,7 @@ pub async fn place(db: &Writer, new: NewOrder) -> Result<PlacedOrder, PlaceOrder
         public_id: Set(public_id.clone()),
         customer_id: Set(new.customer_id),
         email: Set(new.email),
+        whatsapp_opt_in: Set(new.whatsapp_opt_in && new.phone.is_some()),
         phone: Set(new.phone),
         status: Set(OrderStatus::PendingPayment.as_str().to_string()),
         currency: Set(currency.clone()),
@@ -344,7 +347,9 @@ pub async fn fulfil(db: &Writer, payment: &PaymentConfirmation) -> Result<Fulfil
         "payment received"
     };
     record_change(&txn, order.id, Some(previous), OrderStatus::Paid, note).await?;
-    let payload = order_payload(&order, &lines);
+    let variant_ids: Vec<i64> = lines.iter().filter_map(|l| l.variant_id).collect();
+    let categories = stock::variant_categories(&txn, &variant_ids).await?;
+    let payload = order_payload(&order, &lines, &categories);
     events::append(&txn, events::types::ORDER_PAID, payload.clone()).await?;
     if needs_attention {
         events::append(
@@ -355,6 +360,7 @@ pub async fn fulfil(db: &Writer, payment: &PaymentConfirmation) -> Result<Fulfil
         .await?;
     }
     txn.commit().await?;
+    db.outbox_committed();
     if needs_attention {
         tracing::warn!(
             order_id = order.id,
@@ -487,6 +493,7 @@ async fn close_unpaid(
         .await?;
     }
     txn.commit().await?;
+    db.outbox_committed();
     Ok(Transition::Applied)
 }
 
@@ -551,11 +558,69 @@ pub async fn refund(
     events::append(
         &txn,
         events::types::ORDER_REFUNDED,
-        json!({ "order_id": order.public_id, "total_minor": order.total_minor, "restocked": restock }),
+        json!({ "order_id": order.public_id, "currency": order.currency, "total_minor": order.total_minor, "restocked": restock }),
     )
     .await?;
     txn.commit().await?;
+    db.outbox_committed();
     Ok(Transition::Applied)
+}
+
+/// Moves a paid order along fulfilment (`fulfilling` → `shipped` →
+/// `delivered`) as its shipment progresses, in the caller's transaction,
+/// recording every step (one skipped by the carrier too). Orders that are
+/// not on that path (refunded) or already further along are left alone.
+/// Returns whether the order changed.
+pub async fn advance_fulfilment<C: ConnectionTrait>(
+    db: &C,
+    order_id: i64,
+    to: OrderStatus,
+    note: &str,
+) -> Result<bool, DbErr> {
+    use OrderStatus::*;
+    const PATH: [OrderStatus; 4] = [Paid, Fulfilling, Shipped, Delivered];
+    let Some(target) = PATH.iter().position(|s| *s == to) else {
+        return Ok(false);
+    };
+    let Some(order) = order::Entity::find_by_id(order_id).one(db).await? else {
+        return Ok(false);
+    };
+    let Some(mut at) = order
+        .status
+        .parse::<OrderStatus>()
+        .ok()
+        .and_then(|current| PATH.iter().position(|s| *s == current))
+    else {
+        return Ok(false);
+    };
+    let mut changed = false;
+    while at < target {
+        let from = PATH[at];
+        let next = if from.can_become(to) {
+            to
+        } else {
+            PATH[at + 1]
+        };
+        let won = order::Entity::update_many()
+            .col_expr(order::Column::Status, Expr::value(next.as_str()))
+            .col_expr(
+                order::Column::UpdatedAt,
+                Expr::value(OffsetDateTime::now_utc()),
+            )
+            .filter(order::Column::Id.eq(order_id))
+            .filter(order::Column::Status.eq(from.as_str()))
+            .exec(db)
+            .await?
+            .rows_affected
+            == 1;
+        if !won {
+            break;
+        }
+        record_change(db, order_id, Some(from), next, note).await?;
+        changed = true;
+        at = PATH.iter().position(|s| *s == next).unwrap_or(target);
+    }
+    Ok(changed)
 }
 
 /// Gives back the stock an unpaid order holds, once.
@@ -641,21 +706,43 @@ async fn record_change<C: ConnectionTrait>(
     Ok(())
 }
 
-fn order_payload(order: &order::Model, lines: &[order_line::Model]) -> serde_json::Value {
+/// What `order.paid` carries: enough for notifications, logistics and
+/// analytics to act without reading the order back.
+fn order_payload(
+    order: &order::Model,
+    lines: &[order_line::Model],
+    categories: &HashMap<i64, String>,
+) -> serde_json::Value {
     json!({
         "order_id": order.public_id,
         "customer_id": order.customer_id,
+        "name": order.ship_name,
         "email": order.email,
         "phone": order.phone,
+        "whatsapp_opt_in": order.whatsapp_opt_in && order.phone.is_some(),
         "currency": order.currency,
+        "subtotal_minor": order.subtotal_minor,
+        "shipping_minor": order.shipping_minor,
         "total_minor": order.total_minor,
+        "units": lines.iter().map(|l| i64::from(l.quantity)).sum::<i64>(),
         "lines": lines.iter().map(|l| json!({
             "sku": l.sku,
             "product_name": l.product_name,
             "variant_title": l.variant_title,
+            "category": l.variant_id.and_then(|id| categories.get(&id)).map(String::as_str).unwrap_or("uncategorised"),
             "quantity": l.quantity,
             "unit_price_minor": l.unit_price_minor,
+            "line_total_minor": l.line_total_minor,
         })).collect::<Vec<_>>(),
+        "ship_to": {
+            "name": order.ship_name,
+            "line1": order.ship_line1,
+            "line2": order.ship_line2,
+            "city": order.ship_city,
+            "postcode": order.ship_postcode,
+            "state": order.ship_state,
+            "country": order.ship_country,
+        },
     })
 }
 

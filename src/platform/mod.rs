@@ -3,6 +3,7 @@
 //! Only this tree knows a vendor's wire format.
 
 pub mod cache;
+pub mod carrier;
 pub mod db;
 pub mod messaging;
 pub mod payments;

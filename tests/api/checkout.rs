@@ -19,8 +19,6 @@ crate::on_both_databases!(
 );
 
 async fn the_order_page_shows_shipment_tracking(app: TestApp) {
-    use kedai::orders::entity::shipment;
-    use sea_orm::ActiveValue::{NotSet, Set};
     let (shopper, _, pay_page) = to_payment_page(&app, 1).await;
     let response = post(
         &app,
@@ -31,39 +29,37 @@ async fn the_order_page_shows_shipment_tracking(app: TestApp) {
     .await;
     let url = response.headers()["location"].to_str().unwrap().to_string();
     assert!(!app.page(&url).await.1.contains("Tracking number"));
-    // Logistics (the events issue) creates the shipment; here, by hand.
+    // Logistics books the shipment when it gets order.paid; staff mark it shipped.
     let public_id = url
         .trim_start_matches("/orders/")
         .split('?')
         .next()
-        .unwrap();
-    let order = kedai::orders::find_by_public_id(&app.context.db, public_id)
-        .await
         .unwrap()
-        .unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    shipment::Entity::insert(shipment::ActiveModel {
-        id: NotSet,
-        order_id: Set(order.order.id),
-        carrier: Set("Pos Laju".into()),
-        tracking_number: Set(Some("EP123456789MY".into())),
-        tracking_url: Set(Some("https://tracking.example.com/EP123456789MY".into())),
-        label_url: Set(None),
-        status: Set("in_transit".into()),
-        created_at: Set(now),
-        updated_at: Set(now),
-        shipped_at: Set(Some(now)),
-        delivered_at: Set(None),
-    })
-    .exec(&app.context.db)
+        .to_string();
+    app.context.dispatcher.drain().await.unwrap();
+    let html = app.page(&url).await.1;
+    assert!(html.contains("Being packed"), "{html}");
+    let outcome = kedai::logistics::mark(
+        &app.context.writer,
+        kedai::logistics::ShipmentRef::Order(&public_id),
+        kedai::logistics::ShipmentStatus::InTransit,
+        Some("EP123456789MY"),
+        None,
+        None,
+    )
     .await
     .unwrap();
+    assert!(matches!(
+        outcome,
+        kedai::logistics::MarkOutcome::Changed { .. }
+    ));
     let html = app.page(&url).await.1;
     assert!(
         html.contains("Tracking number: <span class=\"sku\">EP123456789MY</span>"),
         "{html}"
     );
-    assert!(html.contains("Pos Laju"));
+    assert!(html.contains("On its way"), "{html}");
+    assert!(html.contains("Shipped"), "the order moved along: {html}");
 }
 
 fn address(shopper: &Shopper) -> Vec<(&'static str, String)> {

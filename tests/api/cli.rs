@@ -140,17 +140,22 @@ fn messages_list_shows_the_recorded_outbox() {
             .unwrap();
         kedai::platform::db::migrate(&connection).await.unwrap();
         let writer = kedai::platform::db::Writer::new(connection);
-        kedai::platform::messaging::record(
-            &writer,
-            "+60123456789",
-            "password_reset",
-            "hello from the test",
-        )
-        .await
-        .unwrap();
-        kedai::platform::messaging::record(&writer, "+60111111111", "order_paid", "another one")
-            .await
-            .unwrap();
+        let messaging = kedai::app::messaging(&settings, writer).unwrap();
+        for (to, kind, text) in [
+            ("+60123456789", "password_reset", "hello from the test"),
+            ("+60111111111", "order_paid", "another one"),
+        ] {
+            messaging
+                .send(kedai::platform::messaging::Outgoing {
+                    idempotency_key: None,
+                    kind: kind.into(),
+                    recipient: to.into(),
+                    text: text.into(),
+                    variables: vec![],
+                })
+                .await
+                .unwrap();
+        }
     });
     let output = kedai(dir.path())
         .args(["messages", "list", "--to", "+60 12-345 6789", "--json"])

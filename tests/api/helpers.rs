@@ -145,6 +145,10 @@ pub fn settings(database: &TestDatabase, extra: &[(&str, &str)]) -> Settings {
         ("database.url".into(), database.url().into()),
         ("database.max_connections".into(), "5".into()),
         ("catalog.refresh_interval".into(), "100ms".into()),
+        // Tests step the event dispatcher themselves (`dispatcher.drain()`),
+        // and must not depend on the time of day.
+        ("events.enabled".into(), "false".into()),
+        ("notify.quiet_hours".into(), "".into()),
     ];
     overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Settings::load(&ConfigSources {

@@ -45,6 +45,7 @@ fn new_order(lines: Vec<(i64, i32)>, ttl: Duration) -> NewOrder {
         customer_id: None,
         email: "guest@example.com".into(),
         phone: Some("+60123456789".into()),
+        whatsapp_opt_in: true,
         address: ShippingAddress {
             name: "Nurul".into(),
             line1: "3 Lorong Bunga".into(),

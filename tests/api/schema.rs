@@ -105,6 +105,7 @@ async fn every_shop_entity_round_trips(app: TestApp) {
         paid_at: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
+        whatsapp_opt_in: Set(false),
     })
     .exec(db)
     .await
@@ -147,6 +148,7 @@ async fn every_shop_entity_round_trips(app: TestApp) {
         updated_at: Set(now),
         shipped_at: Set(None),
         delivered_at: Set(None),
+        carrier_ref: Set(None),
     })
     .exec(db)
     .await
@@ -159,6 +161,7 @@ async fn every_shop_entity_round_trips(app: TestApp) {
         version: Set(1),
         payload: Set(serde_json::json!({ "order_id": order_id, "total_minor": 38600 })),
         occurred_at: Set(now),
+        routed_at: Set(None),
     })
     .exec(db)
     .await
@@ -266,6 +269,7 @@ async fn constraints_reject_bad_rows(app: TestApp) {
         paid_at: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
+        whatsapp_opt_in: Set(false),
     };
     order::Entity::insert(order("a")).exec(db).await.unwrap();
     assert!(order::Entity::insert(order("b")).exec(db).await.is_err());

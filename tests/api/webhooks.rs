@@ -41,6 +41,7 @@ async fn checkout(app: &TestApp, quantity: i32) -> Checkout {
             customer_id: None,
             email: "buyer@example.com".into(),
             phone: None,
+            whatsapp_opt_in: false,
             address: ShippingAddress {
                 name: "Buyer".into(),
                 country: "MY".into(),

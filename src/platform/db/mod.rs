@@ -20,7 +20,7 @@ use sea_orm::{
     DbErr, Statement, TransactionTrait,
 };
 use secrecy::ExposeSecret;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{DatabaseKind, DatabaseSettings};
 
@@ -94,17 +94,36 @@ pub async fn ping(db: &DatabaseConnection) -> anyhow::Result<()> {
 /// fairly on an in-process semaphore first and the database lock is never
 /// contended within a process. PostgreSQL needs no gate: row locks and the
 /// pool bound do that job.
+///
+/// The writer also carries the outbox signal: a transaction that wrote an
+/// outbox event calls [`Writer::outbox_committed`] after its commit, which
+/// wakes this process's event dispatcher at once instead of at its next poll.
 #[derive(Clone)]
 pub struct Writer {
     pub db: DatabaseConnection,
     gate: Option<Arc<Semaphore>>,
+    outbox: Arc<Notify>,
 }
 
 impl Writer {
     pub fn new(db: DatabaseConnection) -> Self {
         let gate =
             (db.get_database_backend() == DbBackend::Sqlite).then(|| Arc::new(Semaphore::new(1)));
-        Writer { db, gate }
+        Writer {
+            db,
+            gate,
+            outbox: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Says that a committed transaction wrote outbox events.
+    pub fn outbox_committed(&self) {
+        self.outbox.notify_one();
+    }
+
+    /// What the dispatcher waits on between polls.
+    pub fn outbox_signal(&self) -> Arc<Notify> {
+        self.outbox.clone()
     }
 
     /// Waits for this process's turn to write (immediately on PostgreSQL).

@@ -22,9 +22,9 @@ pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
-    #[error("the Stripe-Signature header is missing")]
+    #[error("the signature header is missing")]
     Missing,
-    #[error("the Stripe-Signature header is malformed")]
+    #[error("the signature header is malformed")]
     Malformed,
     #[error("the signature timestamp is outside the tolerance ({age_secs} s from now)")]
     OutsideTolerance { age_secs: i64 },

@@ -1,0 +1,242 @@
+//! The dispatcher: one per process, stepping through route → claim →
+//! handle → record. See the module note in `events/mod.rs` for the claim.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream;
+use sea_orm::DbErr;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::entity::delivery;
+use super::repo::{self, Finish};
+use super::retry::next_delay;
+use super::{Bus, Event, HandlerError};
+use crate::config::EventsSettings;
+use crate::platform::db::Writer;
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DispatchStep {
+    /// Outbox events fanned out into deliveries.
+    pub routed: usize,
+    /// Deliveries whose handler succeeded.
+    pub done: usize,
+    /// Deliveries that failed and will be retried (or were deferred).
+    pub retried: usize,
+    /// Deliveries that became dead letters.
+    pub dead: usize,
+}
+
+impl DispatchStep {
+    /// True when the step found nothing to do.
+    pub fn is_idle(&self) -> bool {
+        self.routed == 0 && self.done == 0 && self.retried == 0 && self.dead == 0
+    }
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    writer: Writer,
+    bus: Bus,
+    settings: EventsSettings,
+    /// Identifies this process's leases, e.g. `host-1234-0193…`.
+    worker: Arc<str>,
+    wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    pub fn new(writer: Writer, bus: Bus, settings: EventsSettings) -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "kedai".into());
+        let worker = format!("{host}-{}-{}", std::process::id(), uuid::Uuid::now_v7());
+        let wake = writer.outbox_signal();
+        Dispatcher {
+            writer,
+            bus,
+            settings,
+            worker: worker.chars().take(64).collect::<String>().into(),
+            wake,
+        }
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// One step: route new events, then claim the due deliveries (at most
+    /// `events.concurrency`, so each lease covers one handler call) and run
+    /// them concurrently to completion.
+    pub async fn try_dispatch_once(&self) -> Result<DispatchStep, DbErr> {
+        let mut step = DispatchStep {
+            routed: repo::route_pending(&self.writer, &self.bus, self.settings.batch_size).await?,
+            ..DispatchStep::default()
+        };
+        let limit = self
+            .settings
+            .batch_size
+            .min(self.settings.concurrency as u64);
+        let claimed =
+            repo::claim_due(&self.writer, &self.worker, self.settings.lease, limit).await?;
+        let outcomes: Vec<Result<Outcome, DbErr>> = stream::iter(claimed)
+            .map(|(delivery, event)| self.deliver(delivery, event))
+            .buffer_unordered(self.settings.concurrency)
+            .collect()
+            .await;
+        for outcome in outcomes {
+            match outcome? {
+                Outcome::Done => step.done += 1,
+                Outcome::Retried => step.retried += 1,
+                Outcome::Dead => step.dead += 1,
+                Outcome::LeaseLost => {}
+            }
+        }
+        Ok(step)
+    }
+
+    /// Steps until there is nothing left that is due now. For tests and the
+    /// CLI; returns the sum of the steps.
+    pub async fn drain(&self) -> Result<DispatchStep, DbErr> {
+        let mut total = DispatchStep::default();
+        loop {
+            let step = self.try_dispatch_once().await?;
+            if step.is_idle() {
+                return Ok(total);
+            }
+            total.routed += step.routed;
+            total.done += step.done;
+            total.retried += step.retried;
+            total.dead += step.dead;
+        }
+    }
+
+    /// Runs until shutdown: steps while there is work, then sleeps until a
+    /// commit in this process wakes it or the poll interval passes (which is
+    /// how retries come due and how other replicas' events are noticed).
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(worker = %self.worker, handlers = ?self.bus.handler_names(), "event dispatcher started");
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            match self.try_dispatch_once().await {
+                Ok(step) if !step.is_idle() => continue,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(error = %error, "event dispatch step failed; retrying after the poll interval");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+        tracing::info!("event dispatcher stopped");
+    }
+
+    async fn deliver(&self, delivery: delivery::Model, event: Event) -> Result<Outcome, DbErr> {
+        let Some(subscription) = self.bus.handler(&delivery.handler) else {
+            // A handler that this build no longer has: keep it visible.
+            let finish = Finish::Dead {
+                error: format!("no handler called {:?} in this process", delivery.handler),
+            };
+            return self.record(&delivery, &event, finish, Duration::ZERO).await;
+        };
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            self.settings.handler_timeout,
+            subscription.handler.handle(&event),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(HandlerError::retry(format!(
+                "timed out after {:?}",
+                self.settings.handler_timeout
+            )))
+        });
+        let elapsed = started.elapsed();
+        let attempts = u32::try_from(delivery.attempts).unwrap_or(u32::MAX);
+        let finish = match result {
+            Ok(()) => Finish::Done,
+            Err(HandlerError::Defer { until, reason }) => Finish::Defer { until, reason },
+            Err(HandlerError::Permanent(error)) => Finish::Dead { error },
+            Err(HandlerError::Retry {
+                reason,
+                retry_after,
+            }) => match next_delay(
+                &self.settings.retry_schedule,
+                self.settings.retry_jitter,
+                attempts,
+                retry_after,
+            ) {
+                Some(delay) => Finish::RetryAt {
+                    at: OffsetDateTime::now_utc() + delay,
+                    error: reason,
+                },
+                None => Finish::Dead {
+                    error: format!("{reason} (gave up after {attempts} attempts)"),
+                },
+            },
+        };
+        self.record(&delivery, &event, finish, elapsed).await
+    }
+
+    async fn record(
+        &self,
+        delivery: &delivery::Model,
+        event: &Event,
+        finish: Finish,
+        elapsed: Duration,
+    ) -> Result<Outcome, DbErr> {
+        let handler = delivery.handler.clone();
+        let outcome = match &finish {
+            Finish::Done => Outcome::Done,
+            Finish::RetryAt { error, .. } => {
+                tracing::warn!(handler = %handler, event_id = %event.id, event_type = %event.event_type,
+                    attempt = delivery.attempts, error = %error, "event handler failed; will retry");
+                Outcome::Retried
+            }
+            Finish::Defer { reason, .. } => {
+                tracing::info!(handler = %handler, event_id = %event.id, reason = %reason, "event delivery deferred");
+                Outcome::Retried
+            }
+            Finish::Dead { error } => {
+                tracing::error!(handler = %handler, event_id = %event.id, event_type = %event.event_type,
+                    attempt = delivery.attempts, error = %error, "event delivery became a dead letter");
+                Outcome::Dead
+            }
+        };
+        if !repo::finish(&self.writer, delivery.id, &self.worker, finish).await? {
+            tracing::warn!(handler = %handler, event_id = %event.id,
+                "the delivery's lease ran out before the handler finished; another process owns it now");
+            return Ok(Outcome::LeaseLost);
+        }
+        let label = match outcome {
+            Outcome::Done => "done",
+            Outcome::Retried => "retry",
+            Outcome::Dead => "dead",
+            Outcome::LeaseLost => "lease_lost",
+        };
+        metrics::counter!("kedai_event_deliveries_total", "handler" => handler.clone(), "outcome" => label)
+            .increment(1);
+        metrics::histogram!("kedai_event_handler_seconds", "handler" => handler.clone())
+            .record(elapsed.as_secs_f64());
+        if outcome == Outcome::Done {
+            let lag = (OffsetDateTime::now_utc() - event.occurred_at).as_seconds_f64();
+            metrics::histogram!("kedai_event_lag_seconds", "handler" => handler)
+                .record(lag.max(0.0));
+        }
+        Ok(outcome)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    Retried,
+    Dead,
+    LeaseLost,
+}
