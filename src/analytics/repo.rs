@@ -31,37 +31,43 @@ pub(super) async fn add(
         txn.rollback().await?;
         return Ok(());
     }
-    let day = day_key(day);
+    // One row per key (two lines of one category add up first), then one
+    // multi-row upsert: PostgreSQL refuses to update a row twice in one
+    // statement.
+    let mut summed: std::collections::BTreeMap<(&str, &str), i64> =
+        std::collections::BTreeMap::new();
     for (metric, dimension, value) in increments {
-        let mut insert = Query::insert();
-        insert
-            .into_table(Alias::new(TABLE))
-            .columns([
-                Alias::new("day"),
-                Alias::new("metric"),
-                Alias::new("dimension"),
-                Alias::new("value"),
-            ])
-            .values_panic([
-                day.clone().into(),
-                metric.clone().into(),
-                dimension.clone().into(),
-                (*value).into(),
-            ])
-            .on_conflict(
-                OnConflict::columns([
-                    Alias::new("day"),
-                    Alias::new("metric"),
-                    Alias::new("dimension"),
-                ])
-                .value(
-                    Alias::new("value"),
-                    Expr::cust(format!("{TABLE}.value + excluded.value")),
-                )
-                .to_owned(),
-            );
-        txn.execute(&insert).await?;
+        *summed.entry((metric, dimension)).or_default() += value;
     }
+    let day = day_key(day);
+    let mut insert = Query::insert();
+    insert.into_table(Alias::new(TABLE)).columns([
+        Alias::new("day"),
+        Alias::new("metric"),
+        Alias::new("dimension"),
+        Alias::new("value"),
+    ]);
+    for ((metric, dimension), value) in summed {
+        insert.values_panic([
+            day.clone().into(),
+            metric.into(),
+            dimension.into(),
+            value.into(),
+        ]);
+    }
+    insert.on_conflict(
+        OnConflict::columns([
+            Alias::new("day"),
+            Alias::new("metric"),
+            Alias::new("dimension"),
+        ])
+        .value(
+            Alias::new("value"),
+            Expr::cust(format!("{TABLE}.value + excluded.value")),
+        )
+        .to_owned(),
+    );
+    txn.execute(&insert).await?;
     txn.commit().await?;
     Ok(())
 }

@@ -66,27 +66,49 @@ impl Dispatcher {
         &self.bus
     }
 
-    /// One step: route new events, then claim the due deliveries (at most
-    /// `events.concurrency`, so each lease covers one handler call) and run
-    /// them concurrently to completion.
+    /// One step: route new events and lease the due deliveries (at most
+    /// `events.concurrency`, so each lease covers one handler call) in one
+    /// transaction, run the handlers concurrently, then record every
+    /// outcome in one transaction.
     pub async fn try_dispatch_once(&self) -> Result<DispatchStep, DbErr> {
-        let mut step = DispatchStep {
-            routed: repo::route_pending(&self.writer, &self.bus, self.settings.batch_size).await?,
-            ..DispatchStep::default()
-        };
         let limit = self
             .settings
             .batch_size
             .min(self.settings.concurrency as u64);
-        let claimed =
-            repo::claim_due(&self.writer, &self.worker, self.settings.lease, limit).await?;
-        let outcomes: Vec<Result<Outcome, DbErr>> = stream::iter(claimed)
-            .map(|(delivery, event)| self.deliver(delivery, event))
+        let (routed, claimed) = repo::route_and_claim(
+            &self.writer,
+            &self.bus,
+            self.settings.batch_size,
+            &self.worker,
+            self.settings.lease,
+            limit,
+        )
+        .await?;
+        let mut step = DispatchStep {
+            routed,
+            ..DispatchStep::default()
+        };
+        let attempts: Vec<Attempt> = stream::iter(self.in_order(claimed))
+            .map(|group| async move {
+                let mut done = Vec::with_capacity(group.len());
+                for (delivery, event) in group {
+                    done.push(self.attempt(delivery, event).await);
+                }
+                done
+            })
             .buffer_unordered(self.settings.concurrency)
-            .collect()
-            .await;
-        for outcome in outcomes {
-            match outcome? {
+            .collect::<Vec<Vec<Attempt>>>()
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let outcomes = attempts
+            .iter()
+            .map(|a| (a.delivery.id, a.finish.clone()))
+            .collect();
+        let recorded = repo::finish_all(&self.writer, &self.worker, outcomes).await?;
+        for attempt in &attempts {
+            match self.report(attempt, recorded.contains(&attempt.delivery.id)) {
                 Outcome::Done => step.done += 1,
                 Outcome::Retried => step.retried += 1,
                 Outcome::Dead => step.dead += 1,
@@ -137,13 +159,47 @@ impl Dispatcher {
         tracing::info!("event dispatcher stopped");
     }
 
-    async fn deliver(&self, delivery: delivery::Model, event: Event) -> Result<Outcome, DbErr> {
+    /// Groups claimed deliveries that must run one after another (same
+    /// handler and ordering key), each group oldest first; the groups run
+    /// concurrently.
+    fn in_order(
+        &self,
+        claimed: Vec<(delivery::Model, Event)>,
+    ) -> Vec<Vec<(delivery::Model, Event)>> {
+        let mut groups: Vec<(Option<OrderingKey>, Vec<Claimed>)> = Vec::new();
+        for (delivery, event) in claimed {
+            let key = self
+                .bus
+                .handler(&delivery.handler)
+                .and_then(|s| s.handler.ordering_key(&event))
+                .map(|key| (delivery.handler.clone(), key));
+            match groups.iter_mut().find(|(k, _)| key.is_some() && *k == key) {
+                Some((_, group)) => group.push((delivery, event)),
+                None => groups.push((key, vec![(delivery, event)])),
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(_, mut group)| {
+                group.sort_by(|a, b| (a.1.occurred_at, &a.1.id).cmp(&(b.1.occurred_at, &b.1.id)));
+                group
+            })
+            .collect()
+    }
+
+    /// Runs the handler and decides what to record.
+    async fn attempt(&self, delivery: delivery::Model, event: Event) -> Attempt {
         let Some(subscription) = self.bus.handler(&delivery.handler) else {
             // A handler that this build no longer has: keep it visible.
             let finish = Finish::Dead {
                 error: format!("no handler called {:?} in this process", delivery.handler),
             };
-            return self.record(&delivery, &event, finish, Duration::ZERO).await;
+            return Attempt {
+                delivery,
+                event,
+                finish,
+                elapsed: Duration::ZERO,
+            };
         };
         let started = Instant::now();
         let result = tokio::time::timeout(
@@ -181,18 +237,29 @@ impl Dispatcher {
                 },
             },
         };
-        self.record(&delivery, &event, finish, elapsed).await
+        Attempt {
+            delivery,
+            event,
+            finish,
+            elapsed,
+        }
     }
 
-    async fn record(
-        &self,
-        delivery: &delivery::Model,
-        event: &Event,
-        finish: Finish,
-        elapsed: Duration,
-    ) -> Result<Outcome, DbErr> {
+    /// Logs and counts a recorded attempt.
+    fn report(&self, attempt: &Attempt, recorded: bool) -> Outcome {
+        let Attempt {
+            delivery,
+            event,
+            finish,
+            elapsed,
+        } = attempt;
         let handler = delivery.handler.clone();
-        let outcome = match &finish {
+        if !recorded {
+            tracing::warn!(handler = %handler, event_id = %event.id,
+                "the delivery's lease ran out before the handler finished; another process owns it now");
+            return Outcome::LeaseLost;
+        }
+        let outcome = match finish {
             Finish::Done => Outcome::Done,
             Finish::RetryAt { error, .. } => {
                 tracing::warn!(handler = %handler, event_id = %event.id, event_type = %event.event_type,
@@ -209,11 +276,6 @@ impl Dispatcher {
                 Outcome::Dead
             }
         };
-        if !repo::finish(&self.writer, delivery.id, &self.worker, finish).await? {
-            tracing::warn!(handler = %handler, event_id = %event.id,
-                "the delivery's lease ran out before the handler finished; another process owns it now");
-            return Ok(Outcome::LeaseLost);
-        }
         let label = match outcome {
             Outcome::Done => "done",
             Outcome::Retried => "retry",
@@ -229,8 +291,22 @@ impl Dispatcher {
             metrics::histogram!("kedai_event_lag_seconds", "handler" => handler)
                 .record(lag.max(0.0));
         }
-        Ok(outcome)
+        outcome
     }
+}
+
+/// A leased delivery and its event.
+type Claimed = (delivery::Model, Event);
+
+/// (handler, the handler's ordering key).
+type OrderingKey = (String, String);
+
+/// One handler call and what to record for it.
+struct Attempt {
+    delivery: delivery::Model,
+    event: Event,
+    finish: Finish,
+    elapsed: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -167,6 +167,13 @@ pub trait Handler: Send + Sync + 'static {
     /// "payload"}`) selecting the events this handler receives.
     fn rule(&self) -> serde_json::Value;
 
+    /// Events with the same key are handed to this handler one at a time,
+    /// oldest first, when they are due together (a parcel's "in transit"
+    /// before its "delivered"). `None`: no ordering needed.
+    fn ordering_key(&self, _event: &Event) -> Option<String> {
+        None
+    }
+
     /// Acts on one event. Called at least once per matching event; must make
     /// its effect exactly once.
     async fn handle(&self, event: &Event) -> Result<(), HandlerError>;

@@ -114,10 +114,26 @@ async fn insert_deliveries<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Fans unrouted events out into one delivery per matching handler and
-/// stamps them routed, in one transaction. Returns how many events it routed.
-pub(crate) async fn route_pending(writer: &Writer, bus: &Bus, limit: u64) -> Result<usize, DbErr> {
+/// One step's database work before the handlers run, in one transaction:
+/// route new events, then lease due deliveries.
+pub(crate) async fn route_and_claim(
+    writer: &Writer,
+    bus: &Bus,
+    route_limit: u64,
+    worker: &str,
+    lease: std::time::Duration,
+    claim_limit: u64,
+) -> Result<(usize, Vec<(delivery::Model, Event)>), DbErr> {
     let (txn, _permit) = writer.begin().await?;
+    let routed = route_pending(&txn, bus, route_limit).await?;
+    let claimed = claim_due(&txn, worker, lease, claim_limit).await?;
+    txn.commit().await?;
+    Ok((routed, claimed))
+}
+
+/// Fans unrouted events out into one delivery per matching handler and
+/// stamps them routed. Returns how many events it routed.
+async fn route_pending<C: ConnectionTrait>(txn: &C, bus: &Bus, limit: u64) -> Result<usize, DbErr> {
     let now = OffsetDateTime::now_utc();
     let batch = outbox::Entity::find()
         .select_only()
@@ -130,7 +146,7 @@ pub(crate) async fn route_pending(writer: &Writer, bus: &Bus, limit: u64) -> Res
     let events = outbox::Entity::update_many()
         .col_expr(outbox::Column::RoutedAt, Expr::value(now))
         .filter(outbox::Column::Id.in_subquery(batch))
-        .exec_with_returning(&txn)
+        .exec_with_returning(txn)
         .await?;
     let routed = events.len();
     let mut rows = Vec::new();
@@ -140,20 +156,18 @@ pub(crate) async fn route_pending(writer: &Writer, bus: &Bus, limit: u64) -> Res
             rows.push(new_delivery(&event.id, handler, now));
         }
     }
-    insert_deliveries(&txn, rows).await?;
-    txn.commit().await?;
+    insert_deliveries(txn, rows).await?;
     Ok(routed)
 }
 
 /// Leases up to `limit` due deliveries to `worker`: pending ones whose time
 /// has come, and running ones whose lease ran out (their process died).
-pub(crate) async fn claim_due(
-    writer: &Writer,
+async fn claim_due<C: ConnectionTrait>(
+    txn: &C,
     worker: &str,
     lease: std::time::Duration,
     limit: u64,
 ) -> Result<Vec<(delivery::Model, Event)>, DbErr> {
-    let (txn, _permit) = writer.begin().await?;
     let now = OffsetDateTime::now_utc();
     let due = Condition::any()
         .add(
@@ -187,21 +201,19 @@ pub(crate) async fn claim_due(
         .col_expr(delivery::Column::LockedBy, Expr::value(worker))
         .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
         .filter(delivery::Column::Id.in_subquery(batch))
-        .exec_with_returning(&txn)
+        .exec_with_returning(txn)
         .await?;
     if claimed.is_empty() {
-        txn.commit().await?;
         return Ok(Vec::new());
     }
     let ids: Vec<String> = claimed.iter().map(|d| d.event_id.clone()).collect();
     let events: std::collections::HashMap<String, Event> = outbox::Entity::find()
         .filter(outbox::Column::EventId.is_in(ids))
-        .all(&txn)
+        .all(txn)
         .await?
         .into_iter()
         .map(|row| (row.event_id.clone(), to_event(row)))
         .collect();
-    txn.commit().await?;
     Ok(claimed
         .into_iter()
         .filter_map(|d| {
@@ -229,63 +241,84 @@ pub(crate) enum Finish {
     },
 }
 
-/// Records the outcome of a delivery this worker holds. Returns false when
-/// the lease was lost meanwhile (another process took the delivery over).
-pub(crate) async fn finish(
+/// Records the outcomes of deliveries this worker holds, in one
+/// transaction (successes in one statement). Returns the ids whose lease
+/// was still held; a missing id was taken over by another process after its
+/// lease ran out, and its outcome is not recorded.
+pub(crate) async fn finish_all(
     writer: &Writer,
-    id: i64,
     worker: &str,
-    outcome: Finish,
-) -> Result<bool, DbErr> {
-    let _permit = writer.permit().await;
+    outcomes: Vec<(i64, Finish)>,
+) -> Result<std::collections::HashSet<i64>, DbErr> {
+    let mut recorded = std::collections::HashSet::new();
+    if outcomes.is_empty() {
+        return Ok(recorded);
+    }
+    let (txn, _permit) = writer.begin().await?;
     let now = OffsetDateTime::now_utc();
-    let mut update = delivery::Entity::update_many()
-        .col_expr(
-            delivery::Column::LockedUntil,
-            Expr::value(Option::<OffsetDateTime>::None),
-        )
-        .col_expr(delivery::Column::UpdatedAt, Expr::value(now));
-    update = match outcome {
-        Finish::Done => update
+    let held = |update: sea_orm::UpdateMany<delivery::Entity>| {
+        update
+            .col_expr(
+                delivery::Column::LockedUntil,
+                Expr::value(Option::<OffsetDateTime>::None),
+            )
+            .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
+            .filter(delivery::Column::Status.eq(DeliveryStatus::Running.as_str()))
+            .filter(delivery::Column::LockedBy.eq(worker))
+    };
+    let done: Vec<i64> = outcomes
+        .iter()
+        .filter(|(_, f)| matches!(f, Finish::Done))
+        .map(|(id, _)| *id)
+        .collect();
+    if !done.is_empty() {
+        let rows = held(delivery::Entity::update_many())
             .col_expr(
                 delivery::Column::Status,
                 Expr::value(DeliveryStatus::Done.as_str()),
             )
-            .col_expr(delivery::Column::CompletedAt, Expr::value(now)),
-        Finish::RetryAt { at, error } => update
-            .col_expr(
-                delivery::Column::Status,
-                Expr::value(DeliveryStatus::Pending.as_str()),
-            )
-            .col_expr(delivery::Column::NextAttemptAt, Expr::value(at))
-            .col_expr(delivery::Column::LastError, Expr::value(error)),
-        Finish::Defer { until, reason } => update
-            .col_expr(
-                delivery::Column::Status,
-                Expr::value(DeliveryStatus::Pending.as_str()),
-            )
-            .col_expr(delivery::Column::NextAttemptAt, Expr::value(until))
-            .col_expr(
-                delivery::Column::Attempts,
-                Expr::col(delivery::Column::Attempts).sub(1),
-            )
-            .col_expr(delivery::Column::LastError, Expr::value(reason)),
-        Finish::Dead { error } => update
-            .col_expr(
-                delivery::Column::Status,
-                Expr::value(DeliveryStatus::Dead.as_str()),
-            )
             .col_expr(delivery::Column::CompletedAt, Expr::value(now))
-            .col_expr(delivery::Column::LastError, Expr::value(error)),
-    };
-    let changed = update
-        .filter(delivery::Column::Id.eq(id))
-        .filter(delivery::Column::Status.eq(DeliveryStatus::Running.as_str()))
-        .filter(delivery::Column::LockedBy.eq(worker))
-        .exec(&writer.db)
-        .await?
-        .rows_affected;
-    Ok(changed == 1)
+            .filter(delivery::Column::Id.is_in(done))
+            .exec_with_returning(&txn)
+            .await?;
+        recorded.extend(rows.into_iter().map(|row| row.id));
+    }
+    for (id, outcome) in outcomes {
+        let update = held(delivery::Entity::update_many()).filter(delivery::Column::Id.eq(id));
+        let update = match outcome {
+            Finish::Done => continue,
+            Finish::RetryAt { at, error } => update
+                .col_expr(
+                    delivery::Column::Status,
+                    Expr::value(DeliveryStatus::Pending.as_str()),
+                )
+                .col_expr(delivery::Column::NextAttemptAt, Expr::value(at))
+                .col_expr(delivery::Column::LastError, Expr::value(error)),
+            Finish::Defer { until, reason } => update
+                .col_expr(
+                    delivery::Column::Status,
+                    Expr::value(DeliveryStatus::Pending.as_str()),
+                )
+                .col_expr(delivery::Column::NextAttemptAt, Expr::value(until))
+                .col_expr(
+                    delivery::Column::Attempts,
+                    Expr::col(delivery::Column::Attempts).sub(1),
+                )
+                .col_expr(delivery::Column::LastError, Expr::value(reason)),
+            Finish::Dead { error } => update
+                .col_expr(
+                    delivery::Column::Status,
+                    Expr::value(DeliveryStatus::Dead.as_str()),
+                )
+                .col_expr(delivery::Column::CompletedAt, Expr::value(now))
+                .col_expr(delivery::Column::LastError, Expr::value(error)),
+        };
+        if update.exec(&txn).await?.rows_affected == 1 {
+            recorded.insert(id);
+        }
+    }
+    txn.commit().await?;
+    Ok(recorded)
 }
 
 // ---------------------------------------------------------------------------

@@ -189,6 +189,11 @@ impl Handler for Notifications {
         })
     }
 
+    /// One order's messages go out in the order their events happened.
+    fn ordering_key(&self, event: &Event) -> Option<String> {
+        event.text("order_id").map(str::to_string)
+    }
+
     async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
         let (Some(public_id), Some(phone)) = (event.text("order_id"), event.text("phone")) else {
             return Err(HandlerError::Permanent(

@@ -2,6 +2,7 @@
 //! random port against its own fresh database, on SQLite and on PostgreSQL.
 
 mod helpers;
+mod shop;
 
 mod accounts;
 mod browser;
@@ -9,6 +10,9 @@ mod cache;
 mod cart;
 mod checkout;
 mod cli;
+mod crash;
+mod events;
+mod integrations;
 mod ops;
 mod orders;
 mod replicas;

@@ -238,23 +238,25 @@ impl Messaging {
     /// True when free text may be sent to the number now.
     pub async fn window_open(&self, recipient: &str) -> Result<bool, DbErr> {
         let contact = store::contact(&self.writer.db, recipient).await?;
+        Ok(self.within_window(contact.as_ref()))
+    }
+
+    fn within_window(&self, contact: Option<&Contact>) -> bool {
         let window =
             time::Duration::try_from(self.notify.session_window).unwrap_or(time::Duration::DAY);
-        Ok(contact
+        contact
             .and_then(|c| c.last_inbound_at)
-            .is_some_and(|at| OffsetDateTime::now_utc() - at < window))
+            .is_some_and(|at| OffsetDateTime::now_utc() - at < window)
     }
 
     /// Sends a message at most once per idempotency key, as free text
     /// inside the session window and as the kind's template outside it.
     pub async fn send(&self, outgoing: Outgoing) -> Result<Sent, SendError> {
-        if store::contact(&self.writer.db, &outgoing.recipient)
-            .await?
-            .is_some_and(|c| c.opted_out_at.is_some())
-        {
+        let contact = store::contact(&self.writer.db, &outgoing.recipient).await?;
+        if contact.as_ref().is_some_and(|c| c.opted_out_at.is_some()) {
             return Err(SendError::OptedOut);
         }
-        let content = if self.window_open(&outgoing.recipient).await? {
+        let content = if self.within_window(contact.as_ref()) {
             Content::Text(outgoing.text.clone())
         } else {
             let content_sid = match self.notify.template_for(&outgoing.kind) {

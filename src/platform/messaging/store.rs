@@ -170,7 +170,9 @@ fn rank(status: &str) -> Option<u8> {
         "accepted" | "scheduled" => 2,
         "queued" => 3,
         "sending" => 4,
-        "sent" => 5,
+        // The recorded transport's final word is as good as "sent": the
+        // admin's simulator may still report deliveries and reads.
+        "sent" | "recorded" => 5,
         "delivered" | "undelivered" | "failed" | "canceled" => 6,
         "read" => 7,
         _ => return None,

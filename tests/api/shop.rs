@@ -1,0 +1,87 @@
+//! Shop fixtures shared by the event tests: paid orders made through the
+//! real order transactions (so `order.paid` is written exactly as in
+//! production).
+
+use std::time::Duration;
+
+use kedai::catalog::entity::variant;
+use kedai::orders::{self, FulfilOutcome, NewOrder, PaymentConfirmation, ShippingAddress};
+use kedai::platform::db::Writer;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+/// Who buys, and whether they asked for WhatsApp updates.
+#[derive(Debug, Clone)]
+pub struct Buyer {
+    pub phone: Option<String>,
+    pub whatsapp_opt_in: bool,
+}
+
+impl Buyer {
+    pub fn opted_in(phone: &str) -> Buyer {
+        Buyer {
+            phone: Some(phone.to_string()),
+            whatsapp_opt_in: true,
+        }
+    }
+
+    pub fn silent() -> Buyer {
+        Buyer {
+            phone: None,
+            whatsapp_opt_in: false,
+        }
+    }
+}
+
+/// A paid order of `quantity` units of a well-stocked variant; returns its
+/// public id. Writes `order.paid` to the outbox, nothing more.
+pub async fn paid_order(writer: &Writer, buyer: &Buyer, quantity: i32) -> String {
+    let variant = variant::Entity::find()
+        .filter(variant::Column::StockOnHand.gte(quantity + 50))
+        .one(&writer.db)
+        .await
+        .unwrap()
+        .expect("the demo has well-stocked variants");
+    let placed = orders::place(
+        writer,
+        NewOrder {
+            customer_id: None,
+            email: "buyer@example.com".into(),
+            phone: buyer.phone.clone(),
+            whatsapp_opt_in: buyer.whatsapp_opt_in,
+            address: ShippingAddress {
+                name: "Nurul Huda".into(),
+                line1: "3 Lorong Bunga".into(),
+                line2: String::new(),
+                city: "George Town".into(),
+                postcode: "10200".into(),
+                state: "Penang".into(),
+                country: "MY".into(),
+            },
+            lines: vec![(variant.id, quantity)],
+            shipping_minor: 800,
+            payment_provider: "test".into(),
+            reservation_ttl: Duration::from_secs(1800),
+        },
+    )
+    .await
+    .unwrap();
+    let session = format!("cs_test_{}", placed.public_id);
+    assert!(
+        orders::attach_payment_session(writer, placed.id, &session)
+            .await
+            .unwrap()
+    );
+    let outcome = orders::fulfil(
+        writer,
+        &PaymentConfirmation {
+            source: "stripe".into(),
+            event_id: Some(format!("evt_{}", placed.public_id)),
+            session_id: session,
+            payment_intent_id: Some(format!("pi_{}", placed.public_id)),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(outcome, FulfilOutcome::Paid { .. }), "{outcome:?}");
+    placed.public_id
+}
