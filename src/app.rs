@@ -195,6 +195,7 @@ impl Application {
         let metrics = ops::metrics::handle();
         ::metrics::gauge!("kedai_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         warn_about_embedded_backends(&settings);
+        warn_about_missing_templates(&settings);
 
         let db = db::connect(&settings.database).await?;
         if settings.database.migrate_on_start {
@@ -395,6 +396,31 @@ fn security_headers(https: bool) -> DefaultHeaders {
         ));
     }
     headers
+}
+
+/// Twilio refuses free text outside WhatsApp's 24-hour window; without
+/// templates those notifications become dead letters.
+fn warn_about_missing_templates(settings: &Settings) {
+    if settings.messaging.kind != MessagingKind::Twilio {
+        return;
+    }
+    let missing: Vec<&str> = [
+        "order_paid",
+        "shipment_in_transit",
+        "shipment_out_for_delivery",
+        "shipment_delivered",
+        "shipment_exception",
+        "password_reset",
+    ]
+    .into_iter()
+    .filter(|kind| settings.notify.template_for(kind).is_none())
+    .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            missing = missing.join(", "),
+            "notify.template_* is empty for these messages: outside the 24-hour window they cannot be sent"
+        );
+    }
 }
 
 fn warn_about_embedded_backends(settings: &Settings) {

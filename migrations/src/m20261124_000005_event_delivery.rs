@@ -110,6 +110,13 @@ impl MigrationTrait for Migration {
             timestamp_with_time_zone_null(Outbox::RoutedAt),
         )
         .await?;
+        // Events written before there was a dispatcher are history, not
+        // work: nobody should book a parcel for last month's orders now.
+        // (`kedai events replay-range` delivers them to a handler on purpose.)
+        manager
+            .get_connection()
+            .execute_unprepared("UPDATE outbox SET routed_at = occurred_at WHERE routed_at IS NULL")
+            .await?;
         manager
             .create_index(
                 Index::create()

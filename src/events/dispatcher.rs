@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use futures_util::stream;
+use futures_util::{FutureExt, StreamExt};
 use sea_orm::DbErr;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
@@ -89,13 +89,7 @@ impl Dispatcher {
             ..DispatchStep::default()
         };
         let attempts: Vec<Attempt> = stream::iter(self.in_order(claimed))
-            .map(|group| async move {
-                let mut done = Vec::with_capacity(group.len());
-                for (delivery, event) in group {
-                    done.push(self.attempt(delivery, event).await);
-                }
-                done
-            })
+            .map(|group| self.attempt_in_order(group))
             .buffer_unordered(self.settings.concurrency)
             .collect::<Vec<Vec<Attempt>>>()
             .await
@@ -187,10 +181,56 @@ impl Dispatcher {
             .collect()
     }
 
+    /// Runs one ordering group oldest first. Each call after the first
+    /// renews its lease (the group may take longer than one lease); once a
+    /// delivery fails, the later ones wait for its retry instead of
+    /// overtaking it.
+    async fn attempt_in_order(&self, group: Vec<Claimed>) -> Vec<Attempt> {
+        let mut attempts: Vec<Attempt> = Vec::with_capacity(group.len());
+        let mut blocked_until: Option<OffsetDateTime> = None;
+        for (index, (delivery, event)) in group.into_iter().enumerate() {
+            if let Some(until) = blocked_until {
+                attempts.push(Attempt {
+                    delivery,
+                    event,
+                    finish: Finish::Defer {
+                        until,
+                        reason: "waiting for an earlier event of the same order".into(),
+                    },
+                    elapsed: Duration::ZERO,
+                });
+                continue;
+            }
+            if index > 0 {
+                match repo::renew_lease(
+                    &self.writer,
+                    delivery.id,
+                    &self.worker,
+                    self.settings.lease,
+                )
+                .await
+                {
+                    Ok(true) => {}
+                    // Lost or unknown: leave it to whoever holds it now.
+                    _ => continue,
+                }
+            }
+            let attempt = self.attempt(delivery, event).await;
+            blocked_until = match &attempt.finish {
+                Finish::Done => None,
+                Finish::RetryAt { at, .. } => Some(*at),
+                Finish::Defer { until, .. } => Some(*until),
+                Finish::Dead { .. } => None,
+            };
+            attempts.push(attempt);
+        }
+        attempts
+    }
+
     /// Runs the handler and decides what to record.
     async fn attempt(&self, delivery: delivery::Model, event: Event) -> Attempt {
         let Some(subscription) = self.bus.handler(&delivery.handler) else {
-            // A handler that this build no longer has: keep it visible.
+            // Not claimable (claims name this process's handlers); kept for safety.
             let finish = Finish::Dead {
                 error: format!("no handler called {:?} in this process", delivery.handler),
             };
@@ -201,18 +241,31 @@ impl Dispatcher {
                 elapsed: Duration::ZERO,
             };
         };
+        // A delivery claimed more often than the schedule allows attempts
+        // kept killing its process (or losing its lease) before it could
+        // record a failure: stop trying.
+        if delivery.attempts as usize > self.settings.retry_schedule.len() + 1 {
+            let error = format!(
+                "claimed {} times without finishing (the handler may crash its process)",
+                delivery.attempts
+            );
+            return Attempt {
+                delivery,
+                event,
+                finish: Finish::Dead { error },
+                elapsed: Duration::ZERO,
+            };
+        }
         let started = Instant::now();
-        let result = tokio::time::timeout(
-            self.settings.handler_timeout,
-            subscription.handler.handle(&event),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(HandlerError::retry(format!(
+        let call = std::panic::AssertUnwindSafe(subscription.handler.handle(&event)).catch_unwind();
+        let result = match tokio::time::timeout(self.settings.handler_timeout, call).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_panic)) => Err(HandlerError::retry("the handler panicked")),
+            Err(_) => Err(HandlerError::retry(format!(
                 "timed out after {:?}",
                 self.settings.handler_timeout
-            )))
-        });
+            ))),
+        };
         let elapsed = started.elapsed();
         let attempts = u32::try_from(delivery.attempts).unwrap_or(u32::MAX);
         let finish = match result {

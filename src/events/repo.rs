@@ -3,7 +3,7 @@
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ConnectionTrait, DbErr, EntityTrait};
-use time::OffsetDateTime;
+use time::{OffsetDateTime, UtcOffset};
 
 use super::entity::{outbox, processed_event};
 
@@ -126,7 +126,7 @@ pub(crate) async fn route_and_claim(
 ) -> Result<(usize, Vec<(delivery::Model, Event)>), DbErr> {
     let (txn, _permit) = writer.begin().await?;
     let routed = route_pending(&txn, bus, route_limit).await?;
-    let claimed = claim_due(&txn, worker, lease, claim_limit).await?;
+    let claimed = claim_due(&txn, &bus.handler_names(), worker, lease, claim_limit).await?;
     txn.commit().await?;
     Ok((routed, claimed))
 }
@@ -162,8 +162,11 @@ async fn route_pending<C: ConnectionTrait>(txn: &C, bus: &Bus, limit: u64) -> Re
 
 /// Leases up to `limit` due deliveries to `worker`: pending ones whose time
 /// has come, and running ones whose lease ran out (their process died).
+/// Only deliveries for `handlers` (this build's) are taken, so during a
+/// rolling deploy an older replica leaves a newer handler's work alone.
 async fn claim_due<C: ConnectionTrait>(
     txn: &C,
+    handlers: &[&str],
     worker: &str,
     lease: std::time::Duration,
     limit: u64,
@@ -184,6 +187,7 @@ async fn claim_due<C: ConnectionTrait>(
         .select_only()
         .column(delivery::Column::Id)
         .filter(due)
+        .filter(delivery::Column::Handler.is_in(handlers.iter().copied()))
         .order_by_asc(delivery::Column::NextAttemptAt)
         .limit(limit)
         .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
@@ -239,6 +243,27 @@ pub(crate) enum Finish {
     Dead {
         error: String,
     },
+}
+
+/// Extends a lease this worker still holds; false when it was lost.
+pub(crate) async fn renew_lease(
+    writer: &Writer,
+    id: i64,
+    worker: &str,
+    lease: std::time::Duration,
+) -> Result<bool, DbErr> {
+    let _permit = writer.permit().await;
+    let now = OffsetDateTime::now_utc();
+    let renewed = delivery::Entity::update_many()
+        .col_expr(delivery::Column::LockedUntil, Expr::value(now + lease))
+        .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
+        .filter(delivery::Column::Id.eq(id))
+        .filter(delivery::Column::Status.eq(DeliveryStatus::Running.as_str()))
+        .filter(delivery::Column::LockedBy.eq(worker))
+        .exec(&writer.db)
+        .await?
+        .rows_affected;
+    Ok(renewed == 1)
 }
 
 /// Records the outcomes of deliveries this worker holds, in one
@@ -408,6 +433,8 @@ pub async fn replay_range(
     if from >= to {
         return Err(ReplayError::BadRange);
     }
+    // Stored times are UTC; SQLite compares them as text.
+    let (from, to) = (from.to_offset(UtcOffset::UTC), to.to_offset(UtcOffset::UTC));
     let mut after_id = 0_i64;
     let mut scheduled = 0_u64;
     loop {
@@ -531,11 +558,12 @@ pub async fn list_events(
     if let Some(event_type) = &filter.event_type {
         query = query.filter(outbox::Column::EventType.eq(event_type.as_str()));
     }
+    // Stored times are UTC; SQLite compares them as text.
     if let Some(from) = filter.from {
-        query = query.filter(outbox::Column::OccurredAt.gte(from));
+        query = query.filter(outbox::Column::OccurredAt.gte(from.to_offset(UtcOffset::UTC)));
     }
     if let Some(to) = filter.to {
-        query = query.filter(outbox::Column::OccurredAt.lt(to));
+        query = query.filter(outbox::Column::OccurredAt.lt(to.to_offset(UtcOffset::UTC)));
     }
     let rows = query.all(db).await?;
     with_deliveries(db, rows).await

@@ -153,6 +153,29 @@ pub async fn mark(
     notice: Option<&EventKey>,
 ) -> Result<MarkOutcome, DbErr> {
     let (txn, _permit) = writer.begin().await?;
+    // Write first, so SQLite takes its write lock (waiting up to
+    // busy_timeout) before anything is read: `kedai shipments mark` runs in
+    // its own process next to the server.
+    let target = match which {
+        ShipmentRef::Order(public_id) => {
+            shipment::Column::OrderId.in_subquery(sea_orm::QueryTrait::into_query(
+                sea_orm::QuerySelect::column(
+                    sea_orm::QuerySelect::select_only(order::Entity::find()),
+                    order::Column::Id,
+                )
+                .filter(order::Column::PublicId.eq(public_id)),
+            ))
+        }
+        ShipmentRef::Tracking(number) => shipment::Column::TrackingNumber.eq(number),
+    };
+    shipment::Entity::update_many()
+        .col_expr(
+            shipment::Column::UpdatedAt,
+            Expr::col(shipment::Column::UpdatedAt),
+        )
+        .filter(target)
+        .exec(&txn)
+        .await?;
     if let Some(key) = notice
         && !events::claim(&txn, &key.source, &key.event_id).await?
     {
@@ -178,8 +201,9 @@ pub async fn mark(
         }
     };
     let Some((order, current)) = found else {
-        // Keep a claimed notice id: a notice for an unknown parcel stays so.
-        txn.commit().await?;
+        // Not booked yet (or never): forget the notice id, so the carrier's
+        // retry is applied once the shipment exists.
+        txn.rollback().await?;
         return Ok(MarkOutcome::NoShipment);
     };
     let Some(from) = ShipmentStatus::parse(&current.status) else {

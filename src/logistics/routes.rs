@@ -69,6 +69,11 @@ pub async fn receive_carrier_notice(
     )
     .await
     {
+        Ok(MarkOutcome::NoShipment) => {
+            // Booking may still be in flight; a non-2xx makes the carrier retry.
+            tracing::info!(notice_id = %notice.id, "carrier notice for a shipment we do not have (yet)");
+            rejected("unknown_shipment", StatusCode::NOT_FOUND)
+        }
         Ok(outcome) => {
             metrics::counter!("kedai_webhook_accepted_total", "source" => "carrier").increment(1);
             let word = match outcome {

@@ -215,8 +215,16 @@ impl Handler for Notifications {
                 reason: "quiet hours".into(),
             });
         }
+        // One message per (order, status); a status reached again after a
+        // delivery problem (out for delivery a second time) is news again,
+        // keyed by its event so a redelivery still sends it once.
+        let key = if event.text("previous_status") == Some("exception") {
+            format!("order:{public_id}:{}:{}", message.key_status, event.id)
+        } else {
+            format!("order:{public_id}:{}", message.key_status)
+        };
         let outgoing = Outgoing {
-            idempotency_key: Some(format!("order:{public_id}:{}", message.key_status)),
+            idempotency_key: Some(key),
             kind: message.kind,
             recipient: phone.to_string(),
             text: message.text,

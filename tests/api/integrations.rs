@@ -387,16 +387,21 @@ async fn twilio_refusing_a_message_makes_a_dead_letter_with_its_error_code(backe
     // The rest of the order went on.
     assert_eq!(only_delivery(&app, "logistics").await.status, "done");
 
-    // Replaying the dead letter does not send the same message again: the
-    // message's key is spent.
+    // Nothing went out, so replaying the dead letter (after fixing the
+    // template, say) tries again with the same message row; here Twilio
+    // still refuses it.
     assert!(
         events::replay_delivery(&app.context.writer, notify.id)
             .await
             .unwrap()
     );
     drain(&app).await;
-    assert_eq!(requests(&server).await.len(), 1);
-    assert_eq!(only_delivery(&app, "notify").await.status, "done");
+    assert_eq!(requests(&server).await.len(), 2);
+    let again = only_delivery(&app, "notify").await;
+    assert_eq!((again.status.as_str(), again.replays), ("dead", 1));
+    let stored = messages_to(&app, PHONE).await;
+    assert_eq!(stored.len(), 1, "still one message row for the key");
+    assert_eq!(stored[0].status, "failed");
 }
 
 async fn twilio_server_errors_are_retried_inside_the_call(backend: Backend) {
@@ -939,8 +944,14 @@ async fn carrier_status_webhooks_are_signed_deduplicated_and_forward_only(backen
     assert_eq!(status_changes(&app).await, 3);
 
     // A parcel we do not know, an unknown status, a notice without an id.
-    let unknown = json!({ "id": "n7", "reference": "nope", "status": "in_transit" });
-    assert_eq!(notice(&app, &unknown).await, "unknown_shipment");
+    // Unknown parcels get 404, so the carrier retries (the booking may still
+    // be in flight), and the notice id is not spent.
+    let unknown = json!({ "id": "n7", "reference": "nope", "status": "in_transit" }).to_string();
+    for _ in 0..2 {
+        let (status, answer) = post_notice(&app, &unknown, signed_at(&unknown, now())).await;
+        assert_eq!(status, 404, "{answer}");
+        assert_eq!(answer["error"], "unknown_shipment");
+    }
     for bad in [
         json!({ "id": "n8", "reference": order, "status": "lost" }),
         json!({ "id": "", "reference": order, "status": "in_transit" }),

@@ -299,3 +299,44 @@ async fn processed_events_are_unique_per_source(app: TestApp) {
         .await
         .unwrap();
 }
+
+/// Events written before the dispatcher existed are history: the migration
+/// that adds routing marks them routed, so upgrading does not book parcels
+/// for old orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_marks_existing_events_as_already_routed() {
+    use kedai_migrations::{Migrator, MigratorTrait};
+    let database = crate::helpers::TestDatabase::create(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let settings = crate::helpers::settings(&database, &[]);
+    let db = kedai::platform::db::connect(&settings.database)
+        .await
+        .unwrap();
+    Migrator::up(&db, Some(4)).await.unwrap();
+    db.execute_unprepared(
+        "INSERT INTO outbox (event_id, event_type, version, payload, occurred_at) \
+         VALUES ('old-1', 'order.paid', 1, '{}', '2026-10-01T00:00:00Z')",
+    )
+    .await
+    .unwrap();
+    Migrator::up(&db, None).await.unwrap();
+    let row = outbox::Entity::find()
+        .filter(outbox::Column::EventId.eq("old-1"))
+        .one(&db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(row.routed_at.is_some(), "{row:?}");
+    let writer = kedai::platform::db::Writer::new(db.clone());
+    let bus = kedai::app::event_bus(
+        &settings,
+        &writer,
+        kedai::app::messaging(&settings, writer.clone()).unwrap(),
+        kedai::app::carrier(&settings).unwrap(),
+        kedai::web::visitor::OrderLinks::new(secrecy::SecretString::from("k")),
+    )
+    .unwrap();
+    let dispatcher = kedai::events::Dispatcher::new(writer, bus, settings.events.clone());
+    assert!(dispatcher.drain().await.unwrap().is_idle());
+}

@@ -73,6 +73,21 @@ pub(super) async fn prepare(writer: &Writer, outgoing: &Outgoing) -> Result<Prep
         .ok_or_else(|| DbErr::RecordNotFound(format!("message {key} vanished")))?;
     match existing.status.as_str() {
         "pending" => Ok(Prepared::Ready(existing)),
+        // Refused before the provider took it (bad credentials, a wrong
+        // template): nothing went out, so a replay after the fix may send.
+        "failed" if existing.provider_sid.is_none() => {
+            entity::Entity::update_many()
+                .col_expr(entity::Column::Status, Expr::value("pending"))
+                .col_expr(entity::Column::UpdatedAt, Expr::value(now))
+                .filter(entity::Column::Id.eq(existing.id))
+                .filter(entity::Column::Status.eq("failed"))
+                .exec(&writer.db)
+                .await?;
+            Ok(Prepared::Ready(entity::Model {
+                status: "pending".into(),
+                ..existing
+            }))
+        }
         "submitting" => {
             // A process died between handing the message over and hearing
             // back: whether it went out is unknown, so it is not sent again.
