@@ -1943,3 +1943,36 @@ async fn out_for_delivery_again_after_an_exception_is_news_again(app: TestApp) {
         ]
     );
 }
+
+/// The running dispatcher is woken by the commit that writes an event, not
+/// by its timer: with a 60-second poll interval the order is still handled
+/// at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_wakes_the_dispatcher_without_waiting_for_its_timer() {
+    let app = crate::helpers::spawn_app_with(
+        crate::helpers::Backend::Sqlite,
+        &[("events.enabled", "true"), ("events.poll_interval", "60s")],
+    )
+    .await
+    .unwrap();
+    // Let the dispatcher finish its first (empty) step and go to sleep.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let order = crate::shop::paid_order(
+        &app.context.writer,
+        &crate::shop::Buyer::opted_in("+60175550303"),
+        1,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    loop {
+        let shipments = shipment::Entity::find().all(&app.context.db).await.unwrap();
+        if !shipments.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "order {order} was not handled: the commit did not wake the dispatcher"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
