@@ -16,6 +16,9 @@
 //!   cargo run --release --example bench_events
 //! ```
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -24,10 +27,7 @@ use kedai::config::{ConfigSources, Settings};
 use kedai::events::entity::{delivery, outbox};
 use kedai::orders::{self, NewOrder, PaymentConfirmation, ShippingAddress};
 use kedai::platform::db::Writer;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -36,27 +36,8 @@ async fn main() -> anyhow::Result<()> {
     let events: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5000);
     let rate: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(250);
 
-    let temp = tempfile::tempdir()?;
-    let (kind, url, cleanup) = match std::env::var("KEDAI_BENCH_DATABASE_URL") {
-        Ok(admin) if !admin.is_empty() => {
-            let name = format!("kedai_bench_{}", uuid::Uuid::now_v7().simple());
-            let connection = Database::connect(&admin).await?;
-            connection
-                .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                .await?;
-            let mut url = url::Url::parse(&admin)?;
-            url.set_path(&format!("/{name}"));
-            ("postgres", url.to_string(), Some((admin, name)))
-        }
-        _ => (
-            "sqlite",
-            format!(
-                "sqlite://{}?mode=rwc",
-                temp.path().join("bench.db").display()
-            ),
-            None,
-        ),
-    };
+    let database = support::BenchDatabase::create().await?;
+    let (kind, url) = (database.kind, database.url.clone());
     let settings = Settings::load(&ConfigSources {
         overrides: vec![
             ("server.bind".into(), "127.0.0.1:0".into()),
@@ -128,12 +109,7 @@ async fn main() -> anyhow::Result<()> {
     stop.cancel();
     context.shutdown.cancel();
     let _ = context.db.clone().close().await;
-    if let Some((admin, name)) = cleanup {
-        let connection = Database::connect(&admin).await?;
-        connection
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await?;
-    }
+    database.drop().await?;
     Ok(())
 }
 

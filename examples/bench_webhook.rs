@@ -13,6 +13,9 @@
 //! The app runs in this process on a loopback port with access logs off;
 //! the clients share the machine's cores with it.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +23,6 @@ use kedai::app::Application;
 use kedai::config::{ConfigSources, Settings};
 use kedai::orders::{self, NewOrder, ShippingAddress};
 use kedai::platform::payments::{signature, stripe_event};
-use sea_orm::{ConnectionTrait, Database};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -28,27 +30,8 @@ async fn main() -> anyhow::Result<()> {
     let orders_total: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(2000);
     let concurrency: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(32);
 
-    let temp = tempfile::tempdir()?;
-    let (kind, url, cleanup) = match std::env::var("KEDAI_BENCH_DATABASE_URL") {
-        Ok(admin) if !admin.is_empty() => {
-            let name = format!("kedai_bench_{}", uuid::Uuid::now_v7().simple());
-            let connection = Database::connect(&admin).await?;
-            connection
-                .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                .await?;
-            let mut url = url::Url::parse(&admin)?;
-            url.set_path(&format!("/{name}"));
-            ("postgres", url.to_string(), Some((admin, name)))
-        }
-        _ => (
-            "sqlite",
-            format!(
-                "sqlite://{}?mode=rwc",
-                temp.path().join("bench.db").display()
-            ),
-            None,
-        ),
-    };
+    let database = support::BenchDatabase::create().await?;
+    let (kind, url) = (database.kind, database.url.clone());
     let mut overrides: Vec<(String, String)> = vec![
         ("server.bind".into(), "127.0.0.1:0".into()),
         ("server.access_log".into(), "false".into()),
@@ -182,12 +165,7 @@ async fn main() -> anyhow::Result<()> {
 
     context.shutdown.cancel();
     let _ = context.db.clone().close().await;
-    if let Some((admin, name)) = cleanup {
-        let connection = Database::connect(&admin).await?;
-        connection
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await?;
-    }
+    database.drop().await?;
     anyhow::ensure!(
         failures == 0,
         "{failures} deliveries did not make a paid order"

@@ -28,6 +28,36 @@ fn time_arg(name: &str, raw: &str) -> anyhow::Result<time::OffsetDateTime> {
         .with_context(|| format!("--{name} must be an RFC 3339 time such as 2026-11-24T00:00:00Z"))
 }
 
+/// The same handlers and rules a server of this build runs.
+fn bus(settings: &Settings, writer: &Writer) -> anyhow::Result<events::Bus> {
+    crate::app::event_bus(
+        settings,
+        writer,
+        crate::app::messaging(settings, writer.clone())?,
+        crate::app::carrier(settings)?,
+        crate::web::visitor::OrderLinks::new(settings.server.secret_key.clone()),
+    )
+}
+
+/// Prints rows as one JSON array, or a line each, or `empty` when none.
+fn print_rows<T: serde::Serialize>(
+    json: bool,
+    rows: &[T],
+    empty: &str,
+    line: impl Fn(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+    } else if rows.is_empty() {
+        println!("{empty}");
+    } else {
+        for row in rows {
+            println!("{}", line(row));
+        }
+    }
+    Ok(())
+}
+
 pub async fn events(settings: &Settings, command: EventsCommand) -> anyhow::Result<()> {
     let connection = open(settings).await?;
     let writer = Writer::new(connection.clone());
@@ -43,43 +73,27 @@ pub async fn events(settings: &Settings, command: EventsCommand) -> anyhow::Resu
                 ..EventFilter::default()
             };
             let list = events::list_events(&connection, &filter).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else if list.is_empty() {
-                println!("no events");
-            } else {
-                for view in &list {
-                    let deliveries: Vec<String> = view
-                        .deliveries
-                        .iter()
-                        .map(|d| format!("{}={}", d.handler, d.status))
-                        .collect();
-                    println!(
-                        "{}  {:<24} {}  {}",
-                        when(view.event.occurred_at),
-                        view.event.event_type,
-                        view.event.id,
-                        if deliveries.is_empty() {
-                            if view.routed_at.is_some() {
-                                "(no handler matched)".to_string()
-                            } else {
-                                "(not routed yet)".to_string()
-                            }
-                        } else {
-                            deliveries.join(" ")
-                        }
-                    );
-                }
-            }
+            print_rows(json, &list, "no events", |view| {
+                let deliveries: Vec<String> = view
+                    .deliveries
+                    .iter()
+                    .map(|d| format!("{}={}", d.handler, d.status))
+                    .collect();
+                let deliveries = match (deliveries.is_empty(), view.routed_at) {
+                    (false, _) => deliveries.join(" "),
+                    (true, Some(_)) => "(no handler matched)".to_string(),
+                    (true, None) => "(not routed yet)".to_string(),
+                };
+                format!(
+                    "{}  {:<24} {}  {deliveries}",
+                    when(view.event.occurred_at),
+                    view.event.event_type,
+                    view.event.id
+                )
+            })?;
         }
         EventsCommand::Stats { json } => {
-            let bus = crate::app::event_bus(
-                settings,
-                &writer,
-                crate::app::messaging(settings, writer.clone())?,
-                crate::app::carrier(settings)?,
-                crate::web::visitor::OrderLinks::new(settings.server.secret_key.clone()),
-            )?;
+            let bus = bus(settings, &writer)?;
             let stats = events::delivery_stats(&connection, &bus.handler_names()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&stats)?);
@@ -112,23 +126,17 @@ pub async fn events(settings: &Settings, command: EventsCommand) -> anyhow::Resu
                 limit,
             };
             let dead = events::list_deliveries(&connection, &filter).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&dead)?);
-            } else if dead.is_empty() {
-                println!("no dead letters");
-            } else {
-                for d in &dead {
-                    println!(
-                        "#{:<6} {}  {:<10} {:<24} attempts={} {}",
-                        d.id,
-                        when(d.updated_at),
-                        d.handler,
-                        d.event_type.as_deref().unwrap_or("?"),
-                        d.attempts,
-                        d.last_error.as_deref().unwrap_or("")
-                    );
-                }
-            }
+            print_rows(json, &dead, "no dead letters", |d| {
+                format!(
+                    "#{:<6} {}  {:<10} {:<24} attempts={} {}",
+                    d.id,
+                    when(d.updated_at),
+                    d.handler,
+                    d.event_type.as_deref().unwrap_or("?"),
+                    d.attempts,
+                    d.last_error.as_deref().unwrap_or("")
+                )
+            })?;
         }
         EventsCommand::Replay { delivery } => {
             if !events::replay_delivery(&writer, delivery).await? {
@@ -141,13 +149,7 @@ pub async fn events(settings: &Settings, command: EventsCommand) -> anyhow::Resu
             println!("{count} dead letters of {handler} scheduled again");
         }
         EventsCommand::ReplayRange { handler, from, to } => {
-            let bus = crate::app::event_bus(
-                settings,
-                &writer,
-                crate::app::messaging(settings, writer.clone())?,
-                crate::app::carrier(settings)?,
-                crate::web::visitor::OrderLinks::new(settings.server.secret_key.clone()),
-            )?;
+            let bus = bus(settings, &writer)?;
             let count = events::replay_range(
                 &writer,
                 &bus,

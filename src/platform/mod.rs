@@ -7,3 +7,11 @@ pub mod carrier;
 pub mod db;
 pub mod messaging;
 pub mod payments;
+
+/// An HTTP answer's `Retry-After` in seconds, if it has one.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::events::retry::parse_retry_after)
+}

@@ -250,3 +250,121 @@ mod http {
         response
     }
 }
+
+#[test]
+fn operators_drive_the_event_bus_and_shipments_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("kedai.db").display()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let order = runtime.block_on(async {
+        let settings = kedai::config::Settings::load(&kedai::config::ConfigSources {
+            overrides: vec![
+                ("database.url".into(), url.clone()),
+                ("notify.quiet_hours".into(), "".into()),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        let connection = kedai::platform::db::connect(&settings.database)
+            .await
+            .unwrap();
+        kedai::platform::db::migrate(&connection).await.unwrap();
+        kedai::catalog::Catalog::seed_demo_if_empty(&connection)
+            .await
+            .unwrap();
+        let writer = kedai::platform::db::Writer::new(connection);
+        let order =
+            crate::shop::paid_order(&writer, &crate::shop::Buyer::opted_in("+60123450000"), 2)
+                .await;
+        let bus = kedai::app::event_bus(
+            &settings,
+            &writer,
+            kedai::app::messaging(&settings, writer.clone()).unwrap(),
+            kedai::app::carrier(&settings).unwrap(),
+            kedai::web::visitor::OrderLinks::new(secrecy::SecretString::from("k")),
+        )
+        .unwrap();
+        kedai::events::Dispatcher::new(writer, bus, settings.events.clone())
+            .drain()
+            .await
+            .unwrap();
+        order
+    });
+    let run = |args: &[&str]| {
+        let output = kedai(dir.path()).args(args).output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+
+    let (ok, stats, err) = run(&["events", "stats", "--json"]);
+    assert!(ok, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let logistics = stats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["handler"] == "logistics")
+        .unwrap();
+    assert_eq!(
+        (logistics["done"].as_i64(), logistics["dead"].as_i64()),
+        (Some(1), Some(0))
+    );
+
+    let (ok, out, err) = run(&[
+        "shipments",
+        "mark",
+        &order,
+        "shipped",
+        "--tracking",
+        "EP1MY",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("pending -> in_transit"), "{out}");
+    // Moving it back is refused, with the reason.
+    let (ok, _, err) = run(&["shipments", "mark", &order, "pending"]);
+    assert!(!ok);
+    assert!(err.contains("cannot become"), "{err}");
+    let (ok, _, err) = run(&["shipments", "mark", &order, "lost"]);
+    assert!(!ok);
+    assert!(err.contains("status must be"), "{err}");
+
+    let (ok, out, err) = run(&[
+        "events",
+        "list",
+        "--json",
+        "--type",
+        "shipment.status_changed",
+    ]);
+    assert!(ok, "{err}");
+    let events: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(events.as_array().unwrap().len(), 1);
+    assert_eq!(events[0]["payload"]["status"], "in_transit");
+    assert_eq!(events[0]["payload"]["tracking_number"], "EP1MY");
+
+    let (ok, out, err) = run(&["analytics", "daily", "--json"]);
+    assert!(ok, "{err}");
+    let days: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let orders: i64 = days
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["orders"].as_i64().unwrap())
+        .sum();
+    assert_eq!(orders, 1);
+
+    let (ok, out, _) = run(&["events", "dead"]);
+    assert!(ok);
+    assert!(out.contains("no dead letters"), "{out}");
+    let (ok, _, err) = run(&["events", "replay", "999"]);
+    assert!(!ok);
+    assert!(err.contains("no dead letter #999"), "{err}");
+}

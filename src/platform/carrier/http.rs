@@ -19,7 +19,6 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{BookedShipment, Carrier, CarrierError, ShipmentRequest};
-use crate::events::retry::parse_retry_after;
 
 pub const SIGNATURE_HEADER: &str = "X-Carrier-Signature";
 
@@ -67,11 +66,7 @@ impl Carrier for HttpCarrier {
             .await
             .map_err(|e| CarrierError::Unavailable(e.to_string()))?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = crate::platform::retry_after(response.headers());
         let body = response.text().await.unwrap_or_default();
         match status {
             200..=299 => {

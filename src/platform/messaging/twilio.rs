@@ -28,7 +28,6 @@ use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
 use super::{Accepted, Content, Transport, TransportError, WireMessage};
-use crate::events::retry::parse_retry_after;
 
 type HmacSha1 = Hmac<Sha1>;
 
@@ -84,11 +83,7 @@ impl TwilioTransport {
                     .send()
                     .await?;
                 let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
+                let retry_after = crate::platform::retry_after(response.headers());
                 let body = response.text().await.unwrap_or_default();
                 Ok::<_, BoxError>(Reply {
                     status,
