@@ -228,6 +228,11 @@ async fn shopper_browses_home_category_and_product() {
             browser.find(By::Css(field)).await?.send_keys(value).await?;
         }
         browser
+            .find(By::Css("input[name='whatsapp_opt_in']"))
+            .await?
+            .click()
+            .await?;
+        browser
             .screenshot(&shots.join("storefront-6-checkout.png"))
             .await?;
         browser
@@ -244,6 +249,17 @@ async fn shopper_browses_home_category_and_product() {
         wait_for_url(&browser, "/orders/").await?;
         let status = browser.find(By::Css(".order-status")).await?.text().await?;
         assert!(status.contains("Paid"), "{status}");
+        // The bus books the shipment and sends the WhatsApp confirmation
+        // the shopper asked for.
+        app.context.dispatcher.drain().await.unwrap();
+        browser.refresh().await?;
+        let page = browser.find(By::Css("main")).await?.text().await?;
+        assert!(page.contains("Being packed"), "{page}");
+        let messages = kedai::platform::messaging::list(&app.context.db, Some("+60123456789"), 5)
+            .await
+            .unwrap();
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert_eq!(messages[0].kind, "order_paid");
         browser
             .screenshot(&shots.join("storefront-7-order.png"))
             .await?;
