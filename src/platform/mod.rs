@@ -6,6 +6,7 @@ pub mod cache;
 pub mod carrier;
 pub mod db;
 pub mod messaging;
+pub mod objects;
 pub mod payments;
 
 /// An HTTP answer's `Retry-After` in seconds, if it has one.

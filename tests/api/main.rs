@@ -13,6 +13,7 @@ mod cli;
 mod crash;
 mod events;
 mod integrations;
+mod objects;
 mod ops;
 mod orders;
 mod replicas;
