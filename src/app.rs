@@ -22,7 +22,7 @@ use crate::checkout::{self, Payments};
 use crate::config::{CarrierKind, MessagingKind, Settings};
 use crate::events::{Bus, Dispatcher, Handler};
 use crate::logistics::Logistics;
-use crate::notify::Notifications;
+use crate::notify::{AccountMessages, Notifications};
 use crate::ops;
 use crate::platform::cache::{self, Cache};
 use crate::platform::carrier::{Carrier, HttpCarrier, ManualCarrier};
@@ -157,7 +157,8 @@ pub fn carrier(settings: &Settings) -> anyhow::Result<Arc<dyn Carrier>> {
     })
 }
 
-/// The event bus: notifications, logistics and analytics, with their rules.
+/// The event bus: account messages, notifications, logistics and analytics,
+/// with their rules.
 pub fn event_bus(
     settings: &Settings,
     writer: &db::Writer,
@@ -167,6 +168,7 @@ pub fn event_bus(
 ) -> anyhow::Result<Bus> {
     let offset = settings.shop.offset();
     let handlers: Vec<Arc<dyn Handler>> = vec![
+        Arc::new(AccountMessages::new(messaging.clone())),
         Arc::new(Notifications::new(
             messaging,
             links,

@@ -14,7 +14,6 @@ use sea_orm::DatabaseConnection;
 
 use crate::platform::cache::{Cache, RateDecision};
 use crate::platform::db::Writer;
-use crate::platform::messaging::{Messaging, Outgoing, SendError};
 pub use model::{normalise_email, normalise_phone};
 
 /// Sign-in attempts allowed per account and per client address, per window.
@@ -259,7 +258,6 @@ fn token_hash(token: &str) -> String {
 /// whether one matched; throttled per contact and per client address.
 pub async fn request_password_reset(
     writer: &Writer,
-    messaging: &Messaging,
     cache: &dyn Cache,
     contact: &str,
     client: &str,
@@ -300,29 +298,21 @@ pub async fn request_password_reset(
         uuid::Uuid::new_v4().simple()
     );
     let expires_at = time::OffsetDateTime::now_utc() + RESET_TTL;
-    repo::create_reset(writer, customer_id, token_hash(&token), expires_at).await?;
     let link = format!("{}/account/reset/{token}", public_url.trim_end_matches('/'));
-    let body = format!(
+    let text = format!(
         "Kedai: someone asked to reset your password. If it was you, open {link} within 30 minutes. If not, ignore this message."
     );
-    let outgoing = Outgoing {
-        idempotency_key: None,
-        kind: "password_reset".into(),
-        recipient: phone,
-        text: body,
-        variables: vec![link.clone()],
-    };
-    match messaging.send(outgoing).await {
-        Ok(_) => {}
-        Err(SendError::OptedOut) => {
-            tracing::info!(customer_id, "password reset not sent: the number opted out");
-        }
-        Err(SendError::Database(error)) => return Err(error.into()),
-        Err(error) => {
-            // The shopper sees the same page either way; operators see this.
-            tracing::error!(customer_id, error = %error, "password reset message could not be sent");
-        }
-    }
+    // The message goes out through the event bus: retried if WhatsApp is
+    // down, and no call to WhatsApp inside this request (whose timing
+    // would tell whether an account matched).
+    repo::create_reset(
+        writer,
+        customer_id,
+        token_hash(&token),
+        expires_at,
+        serde_json::json!({ "customer_id": customer_id, "phone": phone, "link": link, "text": text }),
+    )
+    .await?;
     if log_links {
         // Only the embedded outbox does this, so a demo can be followed
         // without a phone; the Twilio adapter never logs message bodies.

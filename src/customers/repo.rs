@@ -122,9 +122,10 @@ pub async fn create_reset(
     customer_id: i64,
     token_hash: String,
     expires_at: OffsetDateTime,
+    event: serde_json::Value,
 ) -> Result<(), DbErr> {
     use super::entity::password_reset;
-    let _permit = writer.permit().await;
+    let (txn, _permit) = writer.begin().await?;
     password_reset::Entity::insert(password_reset::ActiveModel {
         id: NotSet,
         token_hash: Set(token_hash),
@@ -133,8 +134,16 @@ pub async fn create_reset(
         used_at: Set(None),
         created_at: Set(OffsetDateTime::now_utc()),
     })
-    .exec_without_returning(&writer.db)
+    .exec_without_returning(&txn)
     .await?;
+    crate::events::append(
+        &txn,
+        crate::events::types::CUSTOMER_PASSWORD_RESET_REQUESTED,
+        event,
+    )
+    .await?;
+    txn.commit().await?;
+    writer.outbox_committed();
     Ok(())
 }
 

@@ -433,7 +433,6 @@ pub async fn submit_reset_request(
     let log_links = ctx.settings.messaging.kind == crate::config::MessagingKind::Recorded;
     match super::request_password_reset(
         &ctx.writer,
-        &ctx.messaging,
         ctx.cache.as_ref(),
         &form.contact,
         &client,

@@ -52,6 +52,7 @@ pub mod types {
     pub const ORDER_NEEDS_ATTENTION: &str = "order.needs_attention";
     pub const SHIPMENT_CREATED: &str = "shipment.created";
     pub const SHIPMENT_STATUS_CHANGED: &str = "shipment.status_changed";
+    pub const CUSTOMER_PASSWORD_RESET_REQUESTED: &str = "customer.password_reset_requested";
 }
 
 /// An event as handlers receive it.

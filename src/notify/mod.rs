@@ -226,27 +226,75 @@ impl Handler for Notifications {
             text: message.text,
             variables: message.variables,
         };
-        match self.messaging.send(outgoing).await {
-            Ok(_) => Ok(()),
-            Err(SendError::OptedOut) => {
-                tracing::info!(order_id = %public_id, "no notification: the number opted out");
-                Ok(())
-            }
-            Err(SendError::NoTemplate(kind)) => Err(HandlerError::Permanent(format!(
-                "no approved template for {kind} (set notify.template_{kind}) and the session window is closed"
-            ))),
-            Err(SendError::Transport(TransportError::Throttled { retry_after })) => {
-                Err(HandlerError::Retry {
-                    reason: "Twilio throttled the message".into(),
-                    retry_after,
-                })
-            }
-            Err(SendError::Transport(TransportError::Unavailable(reason))) => {
-                Err(HandlerError::retry(reason))
-            }
-            Err(SendError::Transport(error)) => Err(HandlerError::Permanent(error.to_string())),
-            Err(SendError::Database(error)) => Err(error.into()),
+        send_result(self.messaging.send(outgoing).await)
+    }
+}
+
+/// Messages a shopper asked for themselves (a password-reset link): sent
+/// at once, whatever the hour, one per request.
+pub struct AccountMessages {
+    messaging: Messaging,
+}
+
+impl AccountMessages {
+    pub fn new(messaging: Messaging) -> Self {
+        AccountMessages { messaging }
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for AccountMessages {
+    fn name(&self) -> &'static str {
+        "account_messages"
+    }
+
+    fn rule(&self) -> serde_json::Value {
+        json!({ "type": [types::CUSTOMER_PASSWORD_RESET_REQUESTED] })
+    }
+
+    async fn handle(&self, event: &Event) -> Result<(), HandlerError> {
+        let (Some(phone), Some(text), Some(link)) =
+            (event.text("phone"), event.text("text"), event.text("link"))
+        else {
+            return Err(HandlerError::Permanent(
+                "the event has no phone, text or link".into(),
+            ));
+        };
+        let outgoing = Outgoing {
+            idempotency_key: Some(format!("reset:{}", event.id)),
+            kind: "password_reset".into(),
+            recipient: phone.to_string(),
+            text: text.to_string(),
+            variables: vec![link.to_string()],
+        };
+        send_result(self.messaging.send(outgoing).await)
+    }
+}
+
+/// What a send's outcome means for the delivery.
+fn send_result(
+    result: Result<crate::platform::messaging::Sent, SendError>,
+) -> Result<(), HandlerError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(SendError::OptedOut) => {
+            tracing::info!("no message: the number opted out");
+            Ok(())
         }
+        Err(SendError::NoTemplate(kind)) => Err(HandlerError::Permanent(format!(
+            "no approved template for {kind} (set notify.template_{kind}) and the session window is closed"
+        ))),
+        Err(SendError::Transport(TransportError::Throttled { retry_after })) => {
+            Err(HandlerError::Retry {
+                reason: "Twilio throttled the message".into(),
+                retry_after,
+            })
+        }
+        Err(SendError::Transport(TransportError::Unavailable(reason))) => {
+            Err(HandlerError::retry(reason))
+        }
+        Err(SendError::Transport(error)) => Err(HandlerError::Permanent(error.to_string())),
+        Err(SendError::Database(error)) => Err(error.into()),
     }
 }
 

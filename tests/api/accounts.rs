@@ -41,6 +41,14 @@ async fn a_password_is_reset_by_a_single_use_whatsapp_link(app: TestApp) {
             .unwrap()
             .contains("If an account with a WhatsApp number matches")
     );
+    // Nothing is sent inside the request: the link travels through the bus.
+    assert!(
+        kedai::platform::messaging::list(&app.context.db, Some("+60198765432"), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    app.context.dispatcher.drain().await.unwrap();
     assert!(
         kedai::platform::messaging::list(&app.context.db, Some("+60111111111"), 5)
             .await
