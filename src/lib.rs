@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod customers;
 pub mod events;
+pub mod knowledge;
 pub mod logistics;
 pub mod notify;
 pub mod ops;
