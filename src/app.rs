@@ -182,6 +182,18 @@ pub fn event_bus(
     Bus::new(handlers).context("an event handler's rule is invalid")
 }
 
+/// The bus a process of this build runs, built from the settings alone
+/// (for the CLI and tools; `Application::build` shares its parts instead).
+pub fn standard_bus(settings: &Settings, writer: &db::Writer) -> anyhow::Result<Bus> {
+    event_bus(
+        settings,
+        writer,
+        messaging(settings, writer.clone())?,
+        carrier(settings)?,
+        OrderLinks::new(server_secret(settings)),
+    )
+}
+
 /// A built, listening application that has not started serving yet.
 pub struct Application {
     port: u16,

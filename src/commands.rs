@@ -28,17 +28,6 @@ fn time_arg(name: &str, raw: &str) -> anyhow::Result<time::OffsetDateTime> {
         .with_context(|| format!("--{name} must be an RFC 3339 time such as 2026-11-24T00:00:00Z"))
 }
 
-/// The same handlers and rules a server of this build runs.
-fn bus(settings: &Settings, writer: &Writer) -> anyhow::Result<events::Bus> {
-    crate::app::event_bus(
-        settings,
-        writer,
-        crate::app::messaging(settings, writer.clone())?,
-        crate::app::carrier(settings)?,
-        crate::web::visitor::OrderLinks::new(settings.server.secret_key.clone()),
-    )
-}
-
 /// Prints rows as one JSON array, or a line each, or `empty` when none.
 fn print_rows<T: serde::Serialize>(
     json: bool,
@@ -93,7 +82,7 @@ pub async fn events(settings: &Settings, command: EventsCommand) -> anyhow::Resu
             })?;
         }
         EventsCommand::Stats { json } => {
-            let bus = bus(settings, &writer)?;
+            let bus = crate::app::standard_bus(settings, &writer)?;
             let stats = events::delivery_stats(&connection, &bus.handler_names()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&stats)?);
@@ -149,7 +138,7 @@ pub async fn events(settings: &Settings, command: EventsCommand) -> anyhow::Resu
             println!("{count} dead letters of {handler} scheduled again");
         }
         EventsCommand::ReplayRange { handler, from, to } => {
-            let bus = bus(settings, &writer)?;
+            let bus = crate::app::standard_bus(settings, &writer)?;
             let count = events::replay_range(
                 &writer,
                 &bus,

@@ -282,14 +282,7 @@ fn operators_drive_the_event_bus_and_shipments_from_the_command_line() {
         let order =
             crate::shop::paid_order(&writer, &crate::shop::Buyer::opted_in("+60123450000"), 2)
                 .await;
-        let bus = kedai::app::event_bus(
-            &settings,
-            &writer,
-            kedai::app::messaging(&settings, writer.clone()).unwrap(),
-            kedai::app::carrier(&settings).unwrap(),
-            kedai::web::visitor::OrderLinks::new(secrecy::SecretString::from("k")),
-        )
-        .unwrap();
+        let bus = kedai::app::standard_bus(&settings, &writer).unwrap();
         kedai::events::Dispatcher::new(writer, bus, settings.events.clone())
             .drain()
             .await

@@ -28,6 +28,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::helpers::{Backend, TestApp, spawn_app_with};
 use crate::shop::{Buyer, paid_order};
+use crate::shop::{deliveries_of, drain, messages_to, order_number, shipments_of};
 
 crate::on_both_databases!(
     a_paid_order_is_notified_shipped_and_counted_exactly_once,
@@ -90,16 +91,6 @@ const PHONE: &str = "+60123456789";
 // ---------------------------------------------------------------------------
 // Reading what happened.
 
-async fn drain(app: &TestApp) -> DispatchStep {
-    app.context.dispatcher.drain().await.unwrap()
-}
-
-async fn messages_to(app: &TestApp, phone: &str) -> Vec<OutboundMessage> {
-    messaging::list(&app.context.db, Some(phone), 100)
-        .await
-        .unwrap()
-}
-
 async fn all_messages(app: &TestApp) -> Vec<OutboundMessage> {
     messaging::list(&app.context.db, None, 1000).await.unwrap()
 }
@@ -154,19 +145,6 @@ async fn order_status(app: &TestApp, public_id: &str) -> String {
         .status
 }
 
-async fn shipments_of(app: &TestApp, public_id: &str) -> Vec<shipment::Model> {
-    let order = orders::find_by_public_id(&app.context.db, public_id)
-        .await
-        .unwrap()
-        .expect("the order exists")
-        .order;
-    shipment::Entity::find()
-        .filter(shipment::Column::OrderId.eq(order.id))
-        .all(&app.context.db)
-        .await
-        .unwrap()
-}
-
 async fn order_total(app: &TestApp, public_id: &str) -> i64 {
     orders::find_by_public_id(&app.context.db, public_id)
         .await
@@ -183,26 +161,8 @@ async fn today(app: &TestApp) -> DayFigures {
     days.remove(0)
 }
 
-async fn deliveries_of(app: &TestApp, handler: &str) -> Vec<DeliveryView> {
-    events::list_deliveries(
-        &app.context.db,
-        &DeliveryFilter {
-            handler: Some(handler.into()),
-            status: None,
-            limit: 100,
-        },
-    )
-    .await
-    .unwrap()
-}
-
 async fn outbox_count(app: &TestApp) -> u64 {
     outbox::Entity::find().count(&app.context.db).await.unwrap()
-}
-
-/// The order number a shopper sees, as on the order page (the id's first eight characters).
-fn order_number(public_id: &str) -> String {
-    public_id.chars().take(8).collect()
 }
 
 // ---------------------------------------------------------------------------

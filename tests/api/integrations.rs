@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use base64::Engine;
-use kedai::events::{self, DeliveryFilter, DeliveryView, Dispatcher};
-use kedai::orders::{self, entity::shipment};
+use kedai::events::{self, DeliveryView, Dispatcher};
+use kedai::orders;
 use kedai::platform::messaging::{self, OutboundMessage};
 use kedai::platform::payments::signature;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
@@ -19,6 +19,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::helpers::{Backend, TestApp, spawn_app_with};
 use crate::shop::{Buyer, paid_order};
+use crate::shop::{deliveries_of, drain, messages_to, order_number, shipments_of};
 
 /// Each `async fn name(backend: Backend)` once on SQLite and once on
 /// PostgreSQL; the test spawns its own app (with its own configuration).
@@ -66,29 +67,6 @@ const CARRIER_SECRET: &str = "whsec_carrier";
 // ---------------------------------------------------------------------------
 // Shared helpers.
 
-async fn drain(app: &TestApp) -> events::DispatchStep {
-    app.context.dispatcher.drain().await.unwrap()
-}
-
-async fn messages_to(app: &TestApp, phone: &str) -> Vec<OutboundMessage> {
-    messaging::list(&app.context.db, Some(phone), 100)
-        .await
-        .unwrap()
-}
-
-async fn deliveries_of(app: &TestApp, handler: &str) -> Vec<DeliveryView> {
-    events::list_deliveries(
-        &app.context.db,
-        &DeliveryFilter {
-            handler: Some(handler.into()),
-            status: None,
-            limit: 100,
-        },
-    )
-    .await
-    .unwrap()
-}
-
 async fn only_delivery(app: &TestApp, handler: &str) -> DeliveryView {
     let mut all = deliveries_of(app, handler).await;
     assert_eq!(all.len(), 1, "{handler}: {all:?}");
@@ -100,10 +78,6 @@ async fn order_view(app: &TestApp, public_id: &str) -> orders::OrderView {
         .await
         .unwrap()
         .expect("the order exists")
-}
-
-fn order_number(public_id: &str) -> String {
-    public_id.chars().take(8).collect()
 }
 
 fn money(minor: i64) -> String {
@@ -623,15 +597,6 @@ async fn mount_carrier(server: &MockServer, response: ResponseTemplate, times: O
         Some(n) => mock.up_to_n_times(n).mount(server).await,
         None => mock.mount(server).await,
     }
-}
-
-async fn shipments_of(app: &TestApp, public_id: &str) -> Vec<shipment::Model> {
-    let order = order_view(app, public_id).await.order;
-    shipment::Entity::find()
-        .filter(shipment::Column::OrderId.eq(order.id))
-        .all(&app.context.db)
-        .await
-        .unwrap()
 }
 
 async fn the_http_carrier_books_with_the_order_as_idempotency_key(backend: Backend) {

@@ -329,14 +329,7 @@ async fn upgrading_marks_existing_events_as_already_routed() {
         .unwrap();
     assert!(row.routed_at.is_some(), "{row:?}");
     let writer = kedai::platform::db::Writer::new(db.clone());
-    let bus = kedai::app::event_bus(
-        &settings,
-        &writer,
-        kedai::app::messaging(&settings, writer.clone()).unwrap(),
-        kedai::app::carrier(&settings).unwrap(),
-        kedai::web::visitor::OrderLinks::new(secrecy::SecretString::from("k")),
-    )
-    .unwrap();
+    let bus = kedai::app::standard_bus(&settings, &writer).unwrap();
     let dispatcher = kedai::events::Dispatcher::new(writer, bus, settings.events.clone());
     assert!(dispatcher.drain().await.unwrap().is_idle());
 }

@@ -5,8 +5,13 @@
 use std::time::Duration;
 
 use kedai::catalog::entity::variant;
+use kedai::events::{self, DeliveryFilter, DeliveryView};
+use kedai::orders::entity::shipment;
 use kedai::orders::{self, FulfilOutcome, NewOrder, PaymentConfirmation, ShippingAddress};
 use kedai::platform::db::Writer;
+use kedai::platform::messaging::{self, OutboundMessage};
+
+use crate::helpers::TestApp;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 /// Who buys, and whether they asked for WhatsApp updates.
@@ -84,4 +89,47 @@ pub async fn paid_order(writer: &Writer, buyer: &Buyer, quantity: i32) -> String
     .unwrap();
     assert!(matches!(outcome, FulfilOutcome::Paid { .. }), "{outcome:?}");
     placed.public_id
+}
+
+// Reading what the bus did, for the event tests.
+
+pub async fn deliveries_of(app: &TestApp, handler: &str) -> Vec<DeliveryView> {
+    events::list_deliveries(
+        &app.context.db,
+        &DeliveryFilter {
+            handler: Some(handler.into()),
+            status: None,
+            limit: 100,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+pub async fn messages_to(app: &TestApp, phone: &str) -> Vec<OutboundMessage> {
+    messaging::list(&app.context.db, Some(phone), 100)
+        .await
+        .unwrap()
+}
+
+/// The order number a shopper sees, as on the order page (the id's first eight characters).
+pub fn order_number(public_id: &str) -> String {
+    public_id.chars().take(8).collect()
+}
+
+pub async fn drain(app: &TestApp) -> kedai::events::DispatchStep {
+    app.context.dispatcher.drain().await.unwrap()
+}
+
+pub async fn shipments_of(app: &TestApp, public_id: &str) -> Vec<shipment::Model> {
+    let order = orders::find_by_public_id(&app.context.db, public_id)
+        .await
+        .unwrap()
+        .expect("the order exists")
+        .order;
+    shipment::Entity::find()
+        .filter(shipment::Column::OrderId.eq(order.id))
+        .all(&app.context.db)
+        .await
+        .unwrap()
 }
