@@ -88,12 +88,12 @@ pub async fn events(settings: &Settings, command: EventsCommand) -> anyhow::Resu
                 println!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
                 println!(
-                    "{:<12} {:>8} {:>8} {:>8} {:>8}  oldest pending",
+                    "{:<16} {:>8} {:>8} {:>8} {:>8}  oldest pending",
                     "handler", "pending", "running", "done", "dead"
                 );
                 for s in &stats {
                     println!(
-                        "{:<12} {:>8} {:>8} {:>8} {:>8}  {}",
+                        "{:<16} {:>8} {:>8} {:>8} {:>8}  {}",
                         s.handler,
                         s.pending,
                         s.running,
