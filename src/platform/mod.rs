@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod carrier;
 pub mod db;
+pub mod embed;
 pub mod messaging;
 pub mod objects;
 pub mod payments;
