@@ -214,10 +214,6 @@ impl Bus {
         })
     }
 
-    pub fn subscriptions(&self) -> &[Subscription] {
-        &self.subscriptions
-    }
-
     pub fn handler(&self, name: &str) -> Option<&Subscription> {
         self.subscriptions.iter().find(|s| s.handler.name() == name)
     }

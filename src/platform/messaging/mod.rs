@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::DbErr;
 use time::OffsetDateTime;
 
 pub use recorded::RecordedTransport;
@@ -223,24 +223,7 @@ impl Messaging {
         }
     }
 
-    pub fn transport_name(&self) -> &'static str {
-        self.transport.name()
-    }
-
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.writer.db
-    }
-
-    pub fn writer(&self) -> &Writer {
-        &self.writer
-    }
-
-    /// True when free text may be sent to the number now.
-    pub async fn window_open(&self, recipient: &str) -> Result<bool, DbErr> {
-        let contact = store::contact(&self.writer.db, recipient).await?;
-        Ok(self.within_window(contact.as_ref()))
-    }
-
+    /// True when the shopper wrote to us within the session window.
     fn within_window(&self, contact: Option<&Contact>) -> bool {
         let window =
             time::Duration::try_from(self.notify.session_window).unwrap_or(time::Duration::DAY);
