@@ -130,10 +130,7 @@ pub fn messaging(settings: &Settings, writer: db::Writer) -> anyhow::Result<Mess
             .context("could not set up the Twilio client")?,
         ),
     };
-    let callback = format!(
-        "{}/webhooks/twilio/status",
-        settings.server.public_url.as_str().trim_end_matches('/')
-    );
+    let callback = crate::notify::routes::status_callback_url(&settings.server.public_url);
     Ok(Messaging::new(
         writer,
         transport,
@@ -418,17 +415,10 @@ fn warn_about_missing_templates(settings: &Settings) {
     if settings.messaging.kind != MessagingKind::Twilio {
         return;
     }
-    let missing: Vec<&str> = [
-        "order_paid",
-        "shipment_in_transit",
-        "shipment_out_for_delivery",
-        "shipment_delivered",
-        "shipment_exception",
-        "password_reset",
-    ]
-    .into_iter()
-    .filter(|kind| settings.notify.template_for(kind).is_none())
-    .collect();
+    let missing: Vec<&str> = crate::config::NOTIFICATION_KINDS
+        .into_iter()
+        .filter(|kind| settings.notify.template_for(kind).is_none())
+        .collect();
     if !missing.is_empty() {
         tracing::warn!(
             missing = missing.join(", "),

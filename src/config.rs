@@ -396,6 +396,17 @@ pub struct NotifySettings {
     pub template_password_reset: String,
 }
 
+/// Every kind of WhatsApp message the shop sends, each with a
+/// `notify.template_<kind>` setting.
+pub const NOTIFICATION_KINDS: [&str; 6] = [
+    "order_paid",
+    "shipment_in_transit",
+    "shipment_out_for_delivery",
+    "shipment_delivered",
+    "shipment_exception",
+    "password_reset",
+];
+
 impl NotifySettings {
     /// The Content SID configured for a notification kind, if any.
     pub fn template_for(&self, kind: &str) -> Option<&str> {
@@ -823,6 +834,26 @@ mod tests {
                 .collect(),
             ..ConfigSources::default()
         })
+    }
+
+    #[test]
+    fn every_notification_kind_has_a_template_setting() {
+        let overrides: Vec<(String, String)> = NOTIFICATION_KINDS
+            .iter()
+            .map(|kind| (format!("notify.template_{kind}"), format!("HX{kind}")))
+            .collect();
+        let overrides: Vec<(&str, &str)> = overrides
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let settings = with(&overrides).expect("every kind is a setting");
+        for kind in NOTIFICATION_KINDS {
+            assert_eq!(
+                settings.notify.template_for(kind),
+                Some(format!("HX{kind}").as_str())
+            );
+        }
+        assert_eq!(settings.notify.template_for("something_else"), None);
     }
 
     #[test]

@@ -23,16 +23,6 @@ pub fn next_delay(
     })
 }
 
-/// Parses an HTTP `Retry-After` value given in seconds (the form Twilio and
-/// most APIs use); an HTTP date is not worth the parser here and is ignored.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    value
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(|secs| Duration::from_secs(secs.min(24 * 3600)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,13 +65,5 @@ mod tests {
         assert_eq!(next_delay(&SCHEDULE, 0.0, 1, short), Some(SCHEDULE[0]));
         // The schedule still decides when to give up.
         assert_eq!(next_delay(&SCHEDULE, 0.0, 4, long), None);
-    }
-
-    #[test]
-    fn retry_after_in_seconds_parses() {
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        assert_eq!(parse_retry_after("-3"), None);
     }
 }

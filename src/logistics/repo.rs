@@ -3,7 +3,9 @@
 
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, QueryTrait,
+};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -157,15 +159,13 @@ pub async fn mark(
     // busy_timeout) before anything is read: `kedai shipments mark` runs in
     // its own process next to the server.
     let target = match which {
-        ShipmentRef::Order(public_id) => {
-            shipment::Column::OrderId.in_subquery(sea_orm::QueryTrait::into_query(
-                sea_orm::QuerySelect::column(
-                    sea_orm::QuerySelect::select_only(order::Entity::find()),
-                    order::Column::Id,
-                )
-                .filter(order::Column::PublicId.eq(public_id)),
-            ))
-        }
+        ShipmentRef::Order(public_id) => shipment::Column::OrderId.in_subquery(
+            order::Entity::find()
+                .select_only()
+                .column(order::Column::Id)
+                .filter(order::Column::PublicId.eq(public_id))
+                .into_query(),
+        ),
         ShipmentRef::Tracking(number) => shipment::Column::TrackingNumber.eq(number),
     };
     shipment::Entity::update_many()

@@ -10,11 +10,16 @@ use serde_json::json;
 use crate::app::AppContext;
 use crate::platform::messaging::{self, StatusUpdate, twilio};
 
+/// Where Twilio posts delivery statuses.
+pub const STATUS_PATH: &str = "/webhooks/twilio/status";
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/webhooks/twilio/status",
-        web::post().to(receive_status_callback),
-    );
+    cfg.route(STATUS_PATH, web::post().to(receive_status_callback));
+}
+
+/// The `StatusCallback` URL given to Twilio with every message.
+pub fn status_callback_url(public_url: &url::Url) -> String {
+    format!("{}{STATUS_PATH}", public_url.as_str().trim_end_matches('/'))
 }
 
 fn rejected(reason: &'static str, status: StatusCode) -> HttpResponse {

@@ -1072,18 +1072,6 @@ async fn post_status(
     request.send().await.unwrap()
 }
 
-fn status_url(app: &TestApp) -> String {
-    format!(
-        "{}/webhooks/twilio/status",
-        app.context
-            .settings
-            .server
-            .public_url
-            .as_str()
-            .trim_end_matches('/')
-    )
-}
-
 fn owned(params: &[(&str, &str)]) -> Vec<(String, String)> {
     params
         .iter()
@@ -1095,7 +1083,7 @@ fn owned(params: &[(&str, &str)]) -> Vec<(String, String)> {
 async fn callback(app: &TestApp, params: &[(&str, &str)]) {
     let signature = twilio::sign(
         &app.context.twilio_tokens[0],
-        &status_url(app),
+        &kedai::notify::routes::status_callback_url(&app.context.settings.server.public_url),
         &owned(params),
     );
     let response = post_status(app, params, Some(signature)).await;
@@ -1180,7 +1168,7 @@ async fn twilio_status_callbacks_that_are_unsigned_or_forged_change_nothing(app:
     let sent = sent_message(&app, PHONE).await;
     let sid = sent.provider_sid.clone().unwrap();
     let params = [("MessageSid", sid.as_str()), ("MessageStatus", "failed")];
-    let url = status_url(&app);
+    let url = kedai::notify::routes::status_callback_url(&app.context.settings.server.public_url);
     let wrong_token = secrecy::SecretString::from("not-the-token");
     let cases = [
         ("missing", None),
@@ -1226,7 +1214,7 @@ async fn twilio_status_callbacks_for_unknown_messages_are_acknowledged(app: Test
     let params = [("MessageSid", "SMnobody")];
     let signature = twilio::sign(
         &app.context.twilio_tokens[0],
-        &status_url(&app),
+        &kedai::notify::routes::status_callback_url(&app.context.settings.server.public_url),
         &owned(&params),
     );
     assert_eq!(

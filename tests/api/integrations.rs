@@ -149,18 +149,6 @@ fn field<'f>(form: &'f [(String, String)], name: &str) -> Option<&'f str> {
     values.first().copied()
 }
 
-fn status_callback(app: &TestApp) -> String {
-    format!(
-        "{}/webhooks/twilio/status",
-        app.context
-            .settings
-            .server
-            .public_url
-            .as_str()
-            .trim_end_matches('/')
-    )
-}
-
 async fn twilio_gets_a_template_outside_the_window_and_free_text_inside_it(backend: Backend) {
     let server = MockServer::start().await;
     mount(&server, created("SM1"), Some(1)).await;
@@ -203,7 +191,10 @@ async fn twilio_gets_a_template_outside_the_window_and_free_text_inside_it(backe
     );
     assert_eq!(
         field(&sent, "StatusCallback"),
-        Some(status_callback(&app).as_str())
+        Some(
+            kedai::notify::routes::status_callback_url(&app.context.settings.server.public_url)
+                .as_str()
+        )
     );
 
     let stored = messages_to(&app, PHONE).await;
@@ -238,7 +229,10 @@ async fn twilio_gets_a_template_outside_the_window_and_free_text_inside_it(backe
     assert!(body.starts_with("Hi Nurul"), "{body}");
     assert_eq!(
         field(&sent, "StatusCallback"),
-        Some(status_callback(&app).as_str())
+        Some(
+            kedai::notify::routes::status_callback_url(&app.context.settings.server.public_url)
+                .as_str()
+        )
     );
     let stored = messages_to(&app, chatting).await;
     assert_eq!(stored.len(), 1);
@@ -465,8 +459,11 @@ async fn status_callback_for(app: &TestApp, params: &[(&str, &str)]) -> u16 {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let signature =
-        messaging::twilio::sign(&SecretString::from("secret"), &status_callback(app), &owned);
+    let signature = messaging::twilio::sign(
+        &SecretString::from("secret"),
+        &kedai::notify::routes::status_callback_url(&app.context.settings.server.public_url),
+        &owned,
+    );
     app.client
         .post(format!("{}/webhooks/twilio/status", app.address))
         .header("X-Twilio-Signature", signature)
@@ -545,7 +542,7 @@ async fn twilio_status_callbacks_move_a_queued_message_forward_only(backend: Bac
     let params = [("MessageSid", sid.as_str()), ("MessageStatus", "failed")];
     let forged = messaging::twilio::sign(
         &SecretString::from("not-secret"),
-        &status_callback(&app),
+        &kedai::notify::routes::status_callback_url(&app.context.settings.server.public_url),
         &params
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -176,40 +176,30 @@ pub(super) async fn record_result(
     Ok(())
 }
 
-/// How far along a status is. Callbacks may arrive out of order; a status
-/// only replaces one of lower rank. Unknown statuses have no rank.
-fn rank(status: &str) -> Option<u8> {
-    Some(match status {
-        "pending" => 0,
-        "submitting" | "unconfirmed" => 1,
-        "accepted" | "scheduled" => 2,
-        "queued" => 3,
-        "sending" => 4,
-        // The recorded transport's final word is as good as "sent": the
-        // admin's simulator may still report deliveries and reads.
-        "sent" | "recorded" => 5,
-        "delivered" | "undelivered" | "failed" | "canceled" => 6,
-        "read" => 7,
-        _ => return None,
-    })
-}
-
-const RANKED: [&str; 14] = [
-    "pending",
-    "submitting",
-    "unconfirmed",
-    "accepted",
-    "scheduled",
-    "queued",
-    "sending",
-    "sent",
-    "delivered",
-    "undelivered",
-    "failed",
-    "canceled",
-    "read",
-    "recorded",
+/// How far along each status is. Callbacks may arrive out of order; a
+/// status only replaces one of lower rank. Statuses not listed are ignored.
+/// The recorded transport's final word ranks as "sent": the admin's
+/// simulator may still report deliveries and reads.
+const RANKS: [(&str, u8); 14] = [
+    ("pending", 0),
+    ("submitting", 1),
+    ("unconfirmed", 1),
+    ("accepted", 2),
+    ("scheduled", 2),
+    ("queued", 3),
+    ("sending", 4),
+    ("sent", 5),
+    ("recorded", 5),
+    ("delivered", 6),
+    ("undelivered", 6),
+    ("failed", 6),
+    ("canceled", 6),
+    ("read", 7),
 ];
+
+fn rank(status: &str) -> Option<u8> {
+    RANKS.iter().find(|(s, _)| *s == status).map(|(_, r)| *r)
+}
 
 /// What a status callback did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -232,9 +222,10 @@ pub async fn apply_status(
     let Some(new_rank) = rank(status) else {
         return Ok(StatusUpdate::Stale);
     };
-    let lower: Vec<&str> = RANKED
-        .into_iter()
-        .filter(|s| rank(s).is_some_and(|r| r < new_rank))
+    let lower: Vec<&str> = RANKS
+        .iter()
+        .filter(|(_, r)| *r < new_rank)
+        .map(|(s, _)| *s)
         .collect();
     let failed = matches!(status, "failed" | "undelivered");
     let mut update = entity::Entity::update_many()
