@@ -59,6 +59,8 @@ pub struct AppContext {
     /// How this process reaches itself over loopback (the test-mode
     /// payment provider posts its webhook here).
     pub self_url: String,
+    /// The knowledge base (hybrid search over documents and products).
+    pub knowledge: crate::knowledge::Knowledge,
     /// Cancelled when the process starts shutting down.
     pub shutdown: CancellationToken,
 }
@@ -244,7 +246,16 @@ impl Application {
             links.clone(),
         )?;
         let dispatcher = Dispatcher::new(writer.clone(), bus.clone(), settings.events.clone());
+        let knowledge = crate::knowledge::Knowledge::from_settings(
+            &settings,
+            db.clone(),
+            writer.clone(),
+            Some(catalog.clone()),
+        )
+        .await
+        .context("could not set up the knowledge base")?;
         let context = AppContext {
+            knowledge,
             sessions: Sessions::new(cache.clone(), settings.server.session_ttl),
             cache,
             writer,
@@ -277,6 +288,12 @@ impl Application {
         if context.settings.events.enabled {
             tasks.spawn(context.dispatcher.clone().run(context.shutdown.clone()));
         }
+        // Loads, seeds (demo) and ingests in the background: the shop is
+        // ready before the knowledge base is.
+        tasks.spawn(context.knowledge.clone().run(
+            context.settings.database.seed_demo_on_empty,
+            context.shutdown.clone(),
+        ));
 
         let server = http_server(listener, context.clone())?;
         tracing::info!(
@@ -370,6 +387,8 @@ fn http_server(listener: TcpListener, context: AppContext) -> anyhow::Result<Ser
             .configure(checkout::webhook::configure)
             .configure(crate::notify::routes::configure)
             .configure(crate::logistics::routes::configure)
+            // Before the events API: its `/api/ops` scope would swallow `/api/ops/kb`.
+            .configure(crate::knowledge::routes::configure)
             .configure(crate::events::routes::configure)
             .configure(cart::routes::configure)
             .configure(checkout::routes::configure)

@@ -43,6 +43,78 @@ pub enum Command {
         #[command(subcommand)]
         command: AnalyticsCommand,
     },
+    /// The knowledge base: ingestion, search and retrieval quality.
+    Kb {
+        #[command(subcommand)]
+        command: KbCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KbCommand {
+    /// Ingest new, changed and deleted documents (and the catalog's products).
+    Ingest {
+        /// Only document-store keys (or `product:` keys) under this prefix.
+        path: Option<String>,
+        /// Everything: the whole document store and the catalog (the default).
+        #[arg(long, conflicts_with = "path")]
+        all: bool,
+        /// Print the report as JSON instead of drawing a progress bar.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a local file into the document store under KEY, then ingest it.
+    Upload {
+        file: std::path::PathBuf,
+        /// The document's key in the store (default: the file name).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Every ingested document with its status and passage count.
+    Documents {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search the knowledge base as the assistant does.
+    Search {
+        query: String,
+        #[arg(short, long, default_value_t = 5)]
+        k: usize,
+        #[arg(long, value_enum, default_value_t = crate::knowledge::Mode::Hybrid)]
+        mode: crate::knowledge::Mode,
+        /// Only passages of this kind (policy, faq, guide, store, product, …).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only passages in this language (en, ms, id, …).
+        #[arg(long)]
+        language: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retrieval quality on a labelled set in the BEIR layout.
+    Eval {
+        /// A folder with corpus.jsonl, queries.jsonl and qrels/test.tsv (or qrels.tsv).
+        #[arg(long)]
+        beir: std::path::PathBuf,
+        /// Write the ranked results in TREC run format here.
+        #[arg(long)]
+        run_file: Option<std::path::PathBuf>,
+        /// The mode whose ranking goes into the run file.
+        #[arg(long, value_enum, default_value_t = crate::knowledge::Mode::Hybrid)]
+        run_mode: crate::knowledge::Mode,
+        /// List the queries each mode missed in its top 5.
+        #[arg(long)]
+        misses: bool,
+        /// Score all queries, or the odd-numbered (dev) or even-numbered (test) half.
+        #[arg(long, value_enum, default_value_t = crate::knowledge::eval::Split::All)]
+        split: crate::knowledge::eval::Split,
+        /// Measure the embedded embedder without its shop-vocabulary
+        /// concepts (version 1), to compare.
+        #[arg(long)]
+        without_concepts: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use sea_orm::DatabaseConnection;
 use time::format_description::well_known::Rfc3339;
 
-use crate::cli::{AnalyticsCommand, EventsCommand, ShipmentsCommand};
+use crate::cli::{AnalyticsCommand, EventsCommand, KbCommand, ShipmentsCommand};
 use crate::config::Settings;
 use crate::events::{self, DeliveryFilter, DeliveryStatus, EventFilter};
 use crate::logistics::{self, MarkOutcome, ShipmentRef, ShipmentStatus};
@@ -238,4 +238,228 @@ pub async fn analytics(settings: &Settings, command: AnalyticsCommand) -> anyhow
         }
     }
     Ok(())
+}
+
+/// The knowledge base of a command-line run: the catalog is loaded so its
+/// products are ingested too.
+async fn knowledge(settings: &Settings) -> anyhow::Result<crate::knowledge::Knowledge> {
+    let connection = open(settings).await?;
+    let catalog =
+        crate::catalog::Catalog::load(connection.clone(), settings.catalog.clone()).await?;
+    crate::knowledge::Knowledge::from_settings(
+        settings,
+        connection.clone(),
+        Writer::new(connection),
+        Some(catalog),
+    )
+    .await
+}
+
+pub async fn kb(settings: &Settings, command: KbCommand) -> anyhow::Result<()> {
+    use crate::knowledge::{Mode, Scope, eval};
+    match command {
+        KbCommand::Ingest { path, all: _, json } => {
+            let knowledge = knowledge(settings).await?;
+            let scope = path.map_or(Scope::All, Scope::Prefix);
+            let bar = (!json).then(|| {
+                let bar = indicatif::ProgressBar::new(0);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar
+            });
+            let report = knowledge.sync(scope, bar.as_ref()).await?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} added, {} updated, {} deleted, {} unchanged, {} failed; {} passages written in {:.1}s ({})",
+                    report.added,
+                    report.updated,
+                    report.deleted,
+                    report.unchanged,
+                    report.failed.len(),
+                    report.passages,
+                    report.seconds,
+                    knowledge.embedder().name(),
+                );
+                for (key, status, reason) in &report.failed {
+                    println!("  {status:<11} {key}: {reason}");
+                }
+            }
+            if !report.failed.is_empty() {
+                bail!("{} document(s) could not be indexed", report.failed.len());
+            }
+            Ok(())
+        }
+        KbCommand::Upload { file, key } => {
+            let knowledge = knowledge(settings).await?;
+            let key = match key {
+                Some(key) => key,
+                None => file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("the file has no usable name; pass --key")?
+                    .to_string(),
+            };
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("could not read {}", file.display()))?;
+            knowledge.store().put(&key, bytes.into()).await?;
+            let report = knowledge.sync(Scope::Exact(key.clone()), None).await?;
+            match report.failed.first() {
+                Some((_, status, reason)) => {
+                    bail!("{key} stored but not indexed ({status}): {reason}")
+                }
+                None => println!("{key}: {} passages", report.passages),
+            }
+            Ok(())
+        }
+        KbCommand::Documents { json } => {
+            let connection = open(settings).await?;
+            let documents = crate::knowledge::repo::documents(&connection).await?;
+            print_rows(json, &documents, "no documents ingested yet", |d| {
+                format!(
+                    "{:<10} {:>4} passages  {:<8} {:<3} {}{}",
+                    d.status,
+                    d.chunks,
+                    d.kind,
+                    d.language,
+                    d.key,
+                    d.error
+                        .as_deref()
+                        .map(|e| format!("  ({e})"))
+                        .unwrap_or_default()
+                )
+            })
+        }
+        KbCommand::Search {
+            query,
+            k,
+            mode,
+            kind,
+            language,
+            json,
+        } => {
+            let knowledge = knowledge(settings).await?;
+            knowledge.refresh().await?;
+            let filter = crate::platform::vectors::VectorFilter {
+                kind,
+                language,
+                ..Default::default()
+            };
+            let passages = knowledge.search_with(&query, &filter, k, mode).await?;
+            print_rows(json, &passages, "nothing found", |p| {
+                let mut section = p.section.join(" › ");
+                if section.is_empty() {
+                    section = p.title.clone();
+                }
+                let text: String = p.text.chars().take(240).collect();
+                format!(
+                    "{:.4} [{}] {} — {}\n        {}",
+                    p.score,
+                    p.citation,
+                    p.document,
+                    section,
+                    text.replace('\n', " ")
+                )
+            })
+        }
+        KbCommand::Eval {
+            beir,
+            run_file,
+            run_mode,
+            misses,
+            split,
+            without_concepts,
+            json,
+        } => {
+            let set = eval::BeirSet::load(&beir)?;
+            let embedder: std::sync::Arc<dyn crate::platform::embed::Embedder> = if without_concepts
+            {
+                std::sync::Arc::new(crate::platform::embed::HashingEmbedder::without_concepts(
+                    settings.embeddings.local_dimensions as usize,
+                ))
+            } else {
+                crate::knowledge::embedder(settings).await?
+            };
+            let name = embedder.name();
+            let evaluation = eval::Evaluation::ingest(&set, embedder, &settings.knowledge).await?;
+            let mut results = Vec::new();
+            for mode in [Mode::Keyword, Mode::Vector, Mode::Hybrid] {
+                let mut run = match (&run_file, mode == run_mode) {
+                    (Some(path), true) => Some(std::io::BufWriter::new(
+                        std::fs::File::create(path)
+                            .with_context(|| format!("could not write {}", path.display()))?,
+                    )),
+                    _ => None,
+                };
+                let scores = evaluation
+                    .score(
+                        &set,
+                        mode,
+                        split,
+                        run.as_mut().map(|w| w as &mut dyn std::io::Write),
+                    )
+                    .await?;
+                if let Some(mut run) = run {
+                    std::io::Write::flush(&mut run)?;
+                }
+                results.push(scores);
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "embedder": name,
+                        "documents": set.corpus.len(),
+                        "passages": evaluation.passages,
+                        "queries": results.first().map_or(0, |r| r.queries),
+                        "results": results,
+                    }))?
+                );
+                return Ok(());
+            }
+            println!(
+                "{} documents, {} passages, {} labelled queries; embedder {name}; ingested in {:.2}s",
+                set.corpus.len(),
+                evaluation.passages,
+                results.first().map_or(0, |r| r.queries),
+                evaluation.ingest_seconds
+            );
+            println!(
+                "{:<8} {:>9} {:>9} {:>10} {:>7}",
+                "mode", "recall@1", "recall@5", "recall@10", "MRR@10"
+            );
+            for r in &results {
+                println!(
+                    "{:<8} {:>9.3} {:>9.3} {:>10.3} {:>7.3}",
+                    serde_json::to_value(r.mode)?.as_str().unwrap_or("?"),
+                    r.recall_1,
+                    r.recall_5,
+                    r.recall_10,
+                    r.mrr_10
+                );
+            }
+            if misses {
+                let texts: std::collections::HashMap<&str, &str> = set
+                    .queries
+                    .iter()
+                    .map(|(i, t)| (i.as_str(), t.as_str()))
+                    .collect();
+                for r in &results {
+                    println!("\nmissed in the top 5 by {:?}:", r.mode.unwrap_or_default());
+                    for id in &r.misses_at_5 {
+                        println!("  {id}: {}", texts.get(id.as_str()).unwrap_or(&""));
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
 }

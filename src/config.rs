@@ -60,6 +60,7 @@ pub struct Settings {
     pub llm: LlmSettings,
     pub embeddings: EmbeddingsSettings,
     pub vectors: VectorsSettings,
+    pub knowledge: KnowledgeSettings,
     pub messaging: MessagingSettings,
     pub payments: PaymentsSettings,
     pub carrier: CarrierSettings,
@@ -214,8 +215,18 @@ pub enum EmbeddingsKind {
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingsSettings {
     pub kind: EmbeddingsKind,
+    /// Bedrock model id for kind = "bedrock".
     pub model_id: String,
+    /// Vector size of the Bedrock model (Titan v1: 1536; v2: 256, 512 or 1024).
     pub dimensions: u32,
+    /// Vector size of the embedded hashing embedder.
+    pub local_dimensions: u32,
+    /// Bedrock calls in flight at once.
+    pub concurrency: usize,
+    /// Attempts per text, throttling included, before an ingest run gives up.
+    pub max_attempts: u32,
+    /// Overrides the Bedrock runtime endpoint (test fakes); empty for AWS.
+    pub endpoint_url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -229,9 +240,41 @@ pub enum VectorsKind {
 #[serde(deny_unknown_fields)]
 pub struct VectorsSettings {
     pub kind: VectorsKind,
+    /// Folder of the embedded index file.
     pub path: PathBuf,
+    /// OpenSearch Serverless collection endpoint for kind = "opensearch".
     pub endpoint: String,
+    /// Index name prefix; the embedder's vector space is appended.
     pub index: String,
+    /// Above this many passages the embedded index also builds an HNSW graph.
+    pub hnsw_threshold: usize,
+    /// Keep an int8 copy of the vectors and re-score the best candidates in f32.
+    pub quantize: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnowledgeSettings {
+    /// Target passage size in approximate tokens.
+    pub chunk_tokens: usize,
+    /// Tokens carried over from the previous passage of the same section.
+    pub chunk_overlap: usize,
+    /// Language of documents that do not declare one.
+    pub default_language: String,
+    /// Ingest new and changed documents in the background at startup.
+    pub ingest_on_start: bool,
+    /// How often the document store and the catalog are checked for changes.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// How often each replica checks whether passages changed elsewhere.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// Candidates taken from each of keyword and vector search before fusion.
+    pub candidates: usize,
+    /// Reciprocal rank fusion constant (60 in the literature).
+    pub rrf_k: f32,
+    /// Weight of the keyword list in the fusion (the vector list weighs 1).
+    pub keyword_weight: f32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -534,6 +577,34 @@ impl Settings {
         if self.vectors.kind == VectorsKind::OpenSearch && self.vectors.endpoint.is_empty() {
             bail!("vectors.endpoint is required when vectors.kind = \"opensearch\"");
         }
+        if self.embeddings.dimensions == 0 || self.embeddings.local_dimensions < 16 {
+            bail!(
+                "embeddings.dimensions must be positive and embeddings.local_dimensions at least 16"
+            );
+        }
+        if self.embeddings.concurrency == 0 || self.embeddings.max_attempts == 0 {
+            bail!("embeddings.concurrency and embeddings.max_attempts must be at least 1");
+        }
+        if self.knowledge.chunk_tokens < 32
+            || self.knowledge.chunk_overlap >= self.knowledge.chunk_tokens
+        {
+            bail!(
+                "knowledge.chunk_tokens must be at least 32 and larger than knowledge.chunk_overlap"
+            );
+        }
+        if self.knowledge.candidates == 0
+            || self.knowledge.rrf_k <= 0.0
+            || !(0.0..=10.0).contains(&self.knowledge.keyword_weight)
+        {
+            bail!("knowledge.candidates and knowledge.rrf_k must be positive");
+        }
+        if self.knowledge.refresh_interval < Duration::from_millis(100)
+            || self.knowledge.sync_interval < Duration::from_secs(1)
+        {
+            bail!(
+                "knowledge.refresh_interval must be at least 100ms and knowledge.sync_interval at least 1s"
+            );
+        }
         if self.messaging.kind == MessagingKind::Twilio
             && (self.twilio.account_sid.is_empty() || !is_set(&self.twilio.auth_token))
         {
@@ -676,12 +747,29 @@ impl Settings {
                 "kind": format!("{:?}", self.embeddings.kind).to_lowercase(),
                 "model_id": self.embeddings.model_id,
                 "dimensions": self.embeddings.dimensions,
+                "local_dimensions": self.embeddings.local_dimensions,
+                "concurrency": self.embeddings.concurrency,
+                "max_attempts": self.embeddings.max_attempts,
+                "endpoint_url": self.embeddings.endpoint_url,
             },
             "vectors": {
                 "kind": format!("{:?}", self.vectors.kind).to_lowercase(),
                 "path": self.vectors.path.display().to_string(),
                 "endpoint": self.vectors.endpoint,
                 "index": self.vectors.index,
+                "hnsw_threshold": self.vectors.hnsw_threshold,
+                "quantize": self.vectors.quantize,
+            },
+            "knowledge": {
+                "chunk_tokens": self.knowledge.chunk_tokens,
+                "chunk_overlap": self.knowledge.chunk_overlap,
+                "default_language": self.knowledge.default_language,
+                "ingest_on_start": self.knowledge.ingest_on_start,
+                "sync_interval": humantime::format_duration(self.knowledge.sync_interval).to_string(),
+                "refresh_interval": humantime::format_duration(self.knowledge.refresh_interval).to_string(),
+                "candidates": self.knowledge.candidates,
+                "rrf_k": self.knowledge.rrf_k,
+                "keyword_weight": self.knowledge.keyword_weight,
             },
             "messaging": { "kind": format!("{:?}", self.messaging.kind).to_lowercase() },
             "payments": {

@@ -72,6 +72,17 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             } else {
                 println!("the catalog already has products; nothing seeded");
             }
+            let knowledge = kedai::knowledge::Knowledge::from_settings(
+                &settings,
+                connection.clone(),
+                kedai::platform::db::Writer::new(connection),
+                None,
+            )
+            .await?;
+            match knowledge.seed_demo_documents().await? {
+                0 => println!("the document store already has documents; nothing written"),
+                written => println!("wrote {written} demo knowledge-base documents"),
+            }
             Ok(())
         }
         Command::Messages {
@@ -121,6 +132,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Events { command } => kedai::commands::events(&settings, command).await,
         Command::Shipments { command } => kedai::commands::shipments(&settings, command).await,
         Command::Analytics { command } => kedai::commands::analytics(&settings, command).await,
+        Command::Kb { command } => kedai::commands::kb(&settings, command).await,
         Command::Config => unreachable!("handled before the runtime starts"),
     }
 }

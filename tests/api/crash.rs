@@ -64,6 +64,7 @@ fn server(database_url: &str, carrier: &str) -> Child {
         .env("KEDAI__EVENTS__HANDLER_TIMEOUT", "2s")
         .env("KEDAI__EVENTS__POLL_INTERVAL", "100ms")
         .env("KEDAI__NOTIFY__QUIET_HOURS", "")
+        .env("KEDAI__KNOWLEDGE__INGEST_ON_START", "false")
         .env("KEDAI__LOG__LEVEL", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

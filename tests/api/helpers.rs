@@ -19,11 +19,13 @@ pub enum TestDatabase {
     Sqlite {
         _dir: tempfile::TempDir,
         url: String,
+        files: tempfile::TempDir,
     },
     Postgres {
         admin_url: String,
         name: String,
         url: String,
+        files: tempfile::TempDir,
     },
 }
 
@@ -38,7 +40,11 @@ impl TestDatabase {
                     "sqlite://{}?mode=rwc",
                     dir.path().join("kedai.db").display()
                 );
-                Some(TestDatabase::Sqlite { _dir: dir, url })
+                Some(TestDatabase::Sqlite {
+                    _dir: dir,
+                    url,
+                    files: tempfile::tempdir().expect("a temp dir"),
+                })
             }
             Backend::Postgres => {
                 let admin_url = service_url("KEDAI_TEST_DATABASE_URL")?;
@@ -56,6 +62,7 @@ impl TestDatabase {
                     admin_url,
                     name,
                     url,
+                    files: tempfile::tempdir().expect("a temp dir"),
                 })
             }
         }
@@ -64,6 +71,16 @@ impl TestDatabase {
     pub fn url(&self) -> &str {
         match self {
             TestDatabase::Sqlite { url, .. } | TestDatabase::Postgres { url, .. } => url,
+        }
+    }
+
+    /// A folder for the deployment's files: the document store
+    /// (`kb/`) and the embedded vector index (`vectors/`).
+    pub fn files(&self) -> &std::path::Path {
+        match self {
+            TestDatabase::Sqlite { files, .. } | TestDatabase::Postgres { files, .. } => {
+                files.path()
+            }
         }
     }
 
@@ -149,6 +166,17 @@ pub fn settings(database: &TestDatabase, extra: &[(&str, &str)]) -> Settings {
         // and must not depend on the time of day.
         ("events.enabled".into(), "false".into()),
         ("notify.quiet_hours".into(), "".into()),
+        // Each test's own document store and vector index; the knowledge
+        // tests ingest on purpose, the others need not spend the time.
+        (
+            "objects.path".into(),
+            database.files().join("kb").display().to_string(),
+        ),
+        (
+            "vectors.path".into(),
+            database.files().join("vectors").display().to_string(),
+        ),
+        ("knowledge.ingest_on_start".into(), "false".into()),
     ];
     overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Settings::load(&ConfigSources {

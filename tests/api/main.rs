@@ -13,6 +13,8 @@ mod cli;
 mod crash;
 mod events;
 mod integrations;
+mod kb_adapters;
+mod knowledge;
 mod objects;
 mod ops;
 mod orders;

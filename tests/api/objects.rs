@@ -8,7 +8,7 @@ use kedai::platform::objects::{DocumentStore, ObjectsError, S3Location};
 use crate::helpers::service_url;
 
 /// A bucket of its own on the emulator, and a store on it under `prefix`.
-async fn s3_store(bucket: &str, prefix: &str) -> Option<DocumentStore> {
+pub async fn s3_store(bucket: &str, prefix: &str) -> Option<DocumentStore> {
     let endpoint = service_url("KEDAI_TEST_S3_URL")?;
     // The emulator takes unsigned bucket creation; object_store cannot create buckets.
     let created = reqwest::Client::new()
@@ -29,7 +29,7 @@ async fn s3_store(bucket: &str, prefix: &str) -> Option<DocumentStore> {
     )
 }
 
-fn bucket_name() -> String {
+pub fn bucket_name() -> String {
     format!("kedai-test-{}", uuid::Uuid::now_v7().simple())
 }
 

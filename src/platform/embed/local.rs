@@ -23,12 +23,24 @@ const SEED: u64 = 0x6b65_6461_6965_6d62;
 #[derive(Debug, Clone)]
 pub struct HashingEmbedder {
     dimensions: usize,
+    /// Adds the shop-vocabulary concept features (`lexicon.rs`): version 2.
+    concepts: bool,
 }
 
 impl HashingEmbedder {
+    /// The default: n-gram features plus shop-vocabulary concepts.
     pub fn new(dimensions: usize) -> Self {
         HashingEmbedder {
             dimensions: dimensions.max(16),
+            concepts: true,
+        }
+    }
+
+    /// Version 1, n-gram features only (kept to measure against).
+    pub fn without_concepts(dimensions: usize) -> Self {
+        HashingEmbedder {
+            concepts: false,
+            ..HashingEmbedder::new(dimensions)
         }
     }
 
@@ -36,13 +48,22 @@ impl HashingEmbedder {
     pub fn vector(&self, text: &str) -> Vec<f32> {
         let mut counts: std::collections::HashMap<(u8, String), f32> =
             std::collections::HashMap::new();
-        let words: Vec<String> = text
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(str::to_lowercase)
+        let words: Vec<String> = if self.concepts {
+            super::lexicon::words(text)
+        } else {
+            text.split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(str::to_lowercase)
+                .collect()
+        };
+        // Version 2 leaves function words out of the word and gram features
+        // (they still form concept phrases such as "how long").
+        let content: Vec<&String> = words
+            .iter()
+            .filter(|w| !self.concepts || !super::lexicon::is_stopword(w))
             .collect();
-        for word in &words {
-            *counts.entry((0, word.clone())).or_default() += 1.0;
+        for word in &content {
+            *counts.entry((0, (*word).clone())).or_default() += 1.0;
             let padded: Vec<char> = format!("<{word}>").chars().collect();
             for n in 3..=5 {
                 if padded.len() < n {
@@ -53,10 +74,15 @@ impl HashingEmbedder {
                 }
             }
         }
-        for pair in words.windows(2) {
+        for pair in content.windows(2) {
             *counts
                 .entry((1, format!("{} {}", pair[0], pair[1])))
                 .or_default() += 1.0;
+        }
+        if self.concepts {
+            for concept in super::lexicon::concepts(&words) {
+                *counts.entry((3, concept.to_string())).or_default() += 1.0;
+            }
         }
         let mut vector = vec![0.0_f32; self.dimensions];
         for ((kind, feature), tf) in counts {
@@ -66,7 +92,8 @@ impl HashingEmbedder {
             let weight = match kind {
                 0 => WORD_WEIGHT,
                 1 => BIGRAM_WEIGHT,
-                _ => GRAM_WEIGHT,
+                2 => GRAM_WEIGHT,
+                _ => super::lexicon::CONCEPT_WEIGHT,
             };
             vector[bucket] += sign * weight * (1.0 + tf.ln());
         }
@@ -83,7 +110,8 @@ impl HashingEmbedder {
 #[async_trait::async_trait]
 impl Embedder for HashingEmbedder {
     fn name(&self) -> String {
-        format!("local-hash-v1-{}", self.dimensions)
+        let version = if self.concepts { 2 } else { 1 };
+        format!("local-hash-v{version}-{}", self.dimensions)
     }
 
     fn dimensions(&self) -> usize {
@@ -108,7 +136,11 @@ mod tests {
         let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-5);
         assert_eq!(a, embedder.vector("How long do refunds take?"));
-        assert_eq!(embedder.name(), "local-hash-v1-512");
+        assert_eq!(embedder.name(), "local-hash-v2-512");
+        assert_eq!(
+            HashingEmbedder::without_concepts(512).name(),
+            "local-hash-v1-512"
+        );
         assert!(embedder.vector("  ...  ").iter().all(|x| *x == 0.0));
     }
 
@@ -126,6 +158,17 @@ mod tests {
             cosine(&question, &typo)
         );
         assert!(cosine(&question, &unrelated) < 0.2);
+    }
+
+    #[test]
+    fn shared_concepts_bring_paraphrases_closer() {
+        let with = HashingEmbedder::new(1024);
+        let without = HashingEmbedder::without_concepts(1024);
+        let question = "berapa lama penghantaran";
+        let answer = "Delivery takes 2 to 4 working days.";
+        let close = cosine(&with.vector(question), &with.vector(answer));
+        let before = cosine(&without.vector(question), &without.vector(answer));
+        assert!(close > before + 0.15, "{before} -> {close}");
     }
 
     #[tokio::test]

@@ -4,8 +4,11 @@
 //! and dimension are stored with an index, so a change of embedder means a
 //! re-embed, never a mix of vectors from two spaces.
 
+mod bedrock;
+pub mod lexicon;
 mod local;
 
+pub use bedrock::{BedrockEmbedder, BedrockEmbedderConfig};
 pub use local::HashingEmbedder;
 
 #[derive(Debug, thiserror::Error)]
