@@ -699,3 +699,45 @@ async fn ingestion_follows_an_s3_bucket() {
         .unwrap();
     assert!(hits[0].text.contains("21 days"), "{:?}", hits[0].text);
 }
+
+/// A product that sells out is re-rendered in the knowledge base by the
+/// background loop within moments, without a full sync.
+#[tokio::test]
+async fn a_product_change_reaches_the_knowledge_base_on_its_own() {
+    let Some(app) = app(Backend::Sqlite, &[("knowledge.refresh_interval", "100ms")]).await else {
+        return;
+    };
+    let knowledge = knowledge_of(&app).await;
+    knowledge.sync(Scope::All, None).await.unwrap();
+    let product = app
+        .context
+        .catalog
+        .snapshot()
+        .product_by_slug("cast-iron-kuali")
+        .unwrap()
+        .clone();
+    for variant in &product.variants {
+        app.context
+            .catalog
+            .set_stock(&variant.sku, 0)
+            .await
+            .unwrap();
+    }
+    let products = VectorFilter {
+        product_id: Some(product.id),
+        ..VectorFilter::default()
+    };
+    let mut text = String::new();
+    for _ in 0..100 {
+        let hits = knowledge
+            .search("cast iron kuali availability", &products, 1)
+            .await
+            .unwrap();
+        text = hits.first().map(|h| h.text.clone()).unwrap_or_default();
+        if text.contains("sold out") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text.contains("sold out"), "{text}");
+}
