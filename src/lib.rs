@@ -5,6 +5,7 @@ pub mod analytics;
 pub mod app;
 pub mod cart;
 pub mod catalog;
+pub mod chat;
 pub mod checkout;
 pub mod cli;
 pub mod commands;
