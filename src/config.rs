@@ -172,6 +172,22 @@ pub enum QueueKind {
 pub struct QueueSettings {
     pub kind: QueueKind,
     pub sqs_queue_url: String,
+    /// The database queue's name (its dead letters go to `<name>-dlq`).
+    pub name: String,
+    /// How long a received message stays hidden from other receivers.
+    #[serde(with = "humantime_serde")]
+    pub visibility_timeout: Duration,
+    /// Receives before a message is dead-lettered (the database queue; on
+    /// SQS the queue's redrive policy decides).
+    pub max_receives: u32,
+    /// The SQS dead-letter queue's URL, read for the dead-letter count.
+    pub sqs_dlq_url: String,
+    /// Longest a receive waits for a message (long polling; at most 20s).
+    #[serde(with = "humantime_serde")]
+    pub wait_time: Duration,
+    /// How often a waiting database-queue receive looks again.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -571,6 +587,29 @@ impl Settings {
         if self.queue.kind == QueueKind::Sqs && self.queue.sqs_queue_url.is_empty() {
             bail!("queue.sqs_queue_url is required when queue.kind = \"sqs\"");
         }
+        let queue_name_ok = (1..=72).contains(&self.queue.name.len())
+            && self
+                .queue
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !queue_name_ok {
+            bail!("queue.name must be 1 to 72 letters, digits, '-' or '_'");
+        }
+        if self.queue.visibility_timeout < Duration::from_secs(1)
+            || self.queue.visibility_timeout > Duration::from_secs(12 * 3600)
+        {
+            bail!("queue.visibility_timeout must be between 1s and 12h");
+        }
+        if !(1..=1000).contains(&self.queue.max_receives) {
+            bail!("queue.max_receives must be between 1 and 1000");
+        }
+        if self.queue.wait_time > Duration::from_secs(20) {
+            bail!("queue.wait_time must be at most 20s");
+        }
+        if self.queue.poll_interval < Duration::from_millis(10) {
+            bail!("queue.poll_interval must be at least 10ms");
+        }
         if self.objects.kind == ObjectsKind::S3 && self.objects.bucket.is_empty() {
             bail!("objects.bucket is required when objects.kind = \"s3\"");
         }
@@ -735,7 +774,16 @@ impl Settings {
                 "url": redact_url(self.redis.url.expose_secret()),
                 "key_prefix": self.redis.key_prefix,
             },
-            "queue": { "kind": format!("{:?}", self.queue.kind).to_lowercase(), "sqs_queue_url": self.queue.sqs_queue_url },
+            "queue": {
+                "kind": format!("{:?}", self.queue.kind).to_lowercase(),
+                "sqs_queue_url": self.queue.sqs_queue_url,
+                "name": self.queue.name,
+                "visibility_timeout": humantime::format_duration(self.queue.visibility_timeout).to_string(),
+                "max_receives": self.queue.max_receives,
+                "sqs_dlq_url": self.queue.sqs_dlq_url,
+                "wait_time": humantime::format_duration(self.queue.wait_time).to_string(),
+                "poll_interval": humantime::format_duration(self.queue.poll_interval).to_string(),
+            },
             "objects": {
                 "kind": format!("{:?}", self.objects.kind).to_lowercase(),
                 "path": self.objects.path.display().to_string(),

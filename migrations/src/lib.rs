@@ -10,6 +10,7 @@ mod m20261124_000003_variant_stock_stamp;
 mod m20261124_000004_messages_and_password_resets;
 mod m20261124_000005_event_delivery;
 mod m20261125_000006_knowledge;
+mod m20261125_000007_chat_queue;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000004_messages_and_password_resets::Migration),
             Box::new(m20261124_000005_event_delivery::Migration),
             Box::new(m20261125_000006_knowledge::Migration),
+            Box::new(m20261125_000007_chat_queue::Migration),
         ]
     }
 }

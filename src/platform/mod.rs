@@ -9,6 +9,7 @@ pub mod embed;
 pub mod messaging;
 pub mod objects;
 pub mod payments;
+pub mod queue;
 pub mod vectors;
 
 /// An HTTP answer's `Retry-After` in seconds, if it has one.

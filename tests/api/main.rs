@@ -18,6 +18,7 @@ mod knowledge;
 mod objects;
 mod ops;
 mod orders;
+mod queue;
 mod replicas;
 mod schema;
 mod storefront;
