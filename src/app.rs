@@ -61,6 +61,8 @@ pub struct AppContext {
     pub self_url: String,
     /// The knowledge base (hybrid search over documents and products).
     pub knowledge: crate::knowledge::Knowledge,
+    /// The chat queue (the database's or SQS).
+    pub queue: Arc<dyn crate::platform::queue::Queue>,
     /// Cancelled when the process starts shutting down.
     pub shutdown: CancellationToken,
 }
@@ -254,8 +256,12 @@ impl Application {
         )
         .await
         .context("could not set up the knowledge base")?;
+        let queue = crate::platform::queue::from_settings(&settings, &writer)
+            .await
+            .context("could not set up the chat queue (queue.*)")?;
         let context = AppContext {
             knowledge,
+            queue,
             sessions: Sessions::new(cache.clone(), settings.server.session_ttl),
             cache,
             writer,

@@ -59,5 +59,28 @@ fn describe() {
         "Products in this replica's snapshot."
     );
     metrics::describe_counter!("kedai_search_total", "Searches, by cache hit or miss.");
+    metrics::describe_gauge!(
+        "kedai_queue_depth",
+        "Chat queue messages waiting or in flight (approximate on SQS)."
+    );
+    metrics::describe_gauge!(
+        "kedai_queue_in_flight",
+        "Chat queue messages received and not yet deleted."
+    );
+    metrics::describe_gauge!("kedai_queue_dead", "Chat queue dead letters.");
+    metrics::describe_gauge!(
+        "kedai_queue_oldest_age_seconds",
+        metrics::Unit::Seconds,
+        "Age of the oldest chat queue message (database queue only)."
+    );
+    metrics::describe_histogram!(
+        "kedai_kb_search_seconds",
+        metrics::Unit::Seconds,
+        "Knowledge-base search latency."
+    );
+    metrics::describe_gauge!(
+        "kedai_kb_passages",
+        "Knowledge-base passages this replica searches."
+    );
     metrics::describe_gauge!("kedai_build_info", "Always 1; labels carry the version.");
 }

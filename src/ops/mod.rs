@@ -77,6 +77,24 @@ pub async fn show_metrics(ctx: web::Data<AppContext>) -> HttpResponse {
     ::metrics::gauge!("db_pool_connections").set(stats.size as f64);
     ::metrics::gauge!("db_pool_idle_connections").set(stats.idle as f64);
     ::metrics::gauge!("db_pool_max_connections").set(stats.max as f64);
+    // The queue's figures at scrape time; a slow queue service must not
+    // hold the scrape up.
+    let queue = ctx.settings.queue.name.clone();
+    match tokio::time::timeout(std::time::Duration::from_secs(2), ctx.queue.stats()).await {
+        Ok(Ok(stats)) => {
+            ::metrics::gauge!("kedai_queue_depth", "queue" => queue.clone())
+                .set(stats.depth as f64);
+            ::metrics::gauge!("kedai_queue_in_flight", "queue" => queue.clone())
+                .set(stats.in_flight as f64);
+            ::metrics::gauge!("kedai_queue_dead", "queue" => queue.clone()).set(stats.dead as f64);
+            if let Some(age) = stats.oldest_age {
+                ::metrics::gauge!("kedai_queue_oldest_age_seconds", "queue" => queue)
+                    .set(age.as_secs_f64());
+            }
+        }
+        Ok(Err(error)) => tracing::warn!(%error, "could not read the queue's figures"),
+        Err(_) => tracing::warn!("the queue's figures took longer than 2s; skipped"),
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .insert_header(("cache-control", "no-store"))

@@ -189,3 +189,45 @@ async fn readiness_fails_while_draining(app: TestApp) {
     // Liveness is unaffected.
     assert_eq!(app.get("/healthz").await.status(), 200);
 }
+
+/// `/metrics` reports the chat queue's depth, in-flight count and oldest
+/// age, labelled with the queue's name.
+#[tokio::test]
+async fn metrics_report_the_chat_queue() {
+    let name = format!("metrics-{}", uuid::Uuid::now_v7().simple());
+    let Some(app) = crate::helpers::spawn_app_with(
+        crate::helpers::Backend::Sqlite,
+        &[("queue.name", name.as_str())],
+    )
+    .await
+    else {
+        return;
+    };
+    let queue = app.context.queue.clone();
+    queue
+        .send("{\"turn\":1}", Some("+60123456789"))
+        .await
+        .unwrap();
+    queue
+        .send("{\"turn\":2}", Some("+60123456789"))
+        .await
+        .unwrap();
+    let received = queue
+        .receive(
+            1,
+            std::time::Duration::from_secs(30),
+            std::time::Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert_eq!(received.len(), 1);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let label = format!("{{queue=\"{name}\"}}");
+    assert!(
+        metrics.contains(&format!("kedai_queue_depth{label} 2")),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!("kedai_queue_in_flight{label} 1")));
+    assert!(metrics.contains(&format!("kedai_queue_dead{label} 0")));
+    assert!(metrics.contains(&format!("kedai_queue_oldest_age_seconds{label} ")));
+}
