@@ -35,16 +35,21 @@ fn print_rows<T: serde::Serialize>(
     empty: &str,
     line: impl Fn(&T) -> String,
 ) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(rows)?);
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(rows)?)
     } else if rows.is_empty() {
-        println!("{empty}");
+        writeln!(out, "{empty}")
     } else {
-        for row in rows {
-            println!("{}", line(row));
-        }
+        rows.iter()
+            .try_for_each(|row| writeln!(out, "{}", line(row)))
+    };
+    match written {
+        // `kedai … | head` closing the pipe early is not an error.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
-    Ok(())
 }
 
 pub async fn events(settings: &Settings, command: EventsCommand) -> anyhow::Result<()> {
