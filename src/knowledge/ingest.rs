@@ -218,10 +218,7 @@ impl Knowledge {
         }
 
         if !gone.is_empty() {
-            if self.inner.local.is_none() {
-                self.inner.vectors.delete_documents(&gone).await?;
-            }
-            repo::delete_documents(&self.inner.writer, &gone).await?;
+            self.forget(&gone).await?;
             report.deleted += gone.len();
         }
         self.refresh().await?;
@@ -252,17 +249,9 @@ impl Knowledge {
                     .await
                     .map_err(|e| Failure::Other(e.into()))?
                 else {
-                    let key = vec![source.key.clone()];
-                    if self.inner.local.is_none() {
-                        self.inner
-                            .vectors
-                            .delete_documents(&key)
-                            .await
-                            .map_err(|e| Failure::Other(e.into()))?;
-                    }
-                    repo::delete_documents(&self.inner.writer, &key)
+                    self.forget(std::slice::from_ref(&source.key))
                         .await
-                        .map_err(|e| Failure::Other(e.into()))?;
+                        .map_err(Failure::Other)?;
                     return Ok(None);
                 };
                 extract(&source.key, &bytes).await
@@ -353,6 +342,17 @@ impl Knowledge {
             .await
             .map_err(Failure::Other)?;
         Ok(Some(count))
+    }
+
+    /// Removes documents that are gone from their source: from a shared
+    /// vector store first, then their rows (the embedded store follows the
+    /// rows on refresh).
+    async fn forget(&self, keys: &[String]) -> anyhow::Result<()> {
+        if self.inner.local.is_none() {
+            self.inner.vectors.delete_documents(keys).await?;
+        }
+        repo::delete_documents(&self.inner.writer, keys).await?;
+        Ok(())
     }
 
     /// Writes a document's vectors to a shared store, then its rows; the
