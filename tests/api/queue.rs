@@ -504,15 +504,30 @@ async fn concurrent_receivers_never_get_the_same_message(h: Harness) {
         all.extend(receiver.await.expect("a receiver"));
     }
     let unique: HashSet<&String> = all.iter().map(|m| &m.id).collect();
-    assert_eq!(
-        unique.len(),
-        all.len(),
-        "{} messages were handed to two receivers",
-        all.len() - unique.len()
-    );
-    assert_eq!(unique.len(), 40, "every message is received once");
+    // The database queue claims each message for one receiver. A standard
+    // SQS queue promises at-least-once delivery (and the emulator does hand
+    // a message to two concurrent receivers now and then), so there only
+    // completeness is checked; handlers tolerate a second delivery.
+    if h.queue.backend() != "sqs" {
+        assert_eq!(
+            unique.len(),
+            all.len(),
+            "{} messages were handed to two receivers",
+            all.len() - unique.len()
+        );
+    }
+    assert_eq!(unique.len(), 40, "every message is received");
     assert!(unique.iter().all(|id| ids.contains(*id)));
-    let receipts: Vec<String> = all.into_iter().map(|m| m.receipt).collect();
+    // The newest receipt of each message (a redelivered one's older
+    // receipt is stale).
+    let mut newest: std::collections::HashMap<String, (u32, String)> = Default::default();
+    for message in all {
+        let entry = newest.entry(message.id).or_insert((0, String::new()));
+        if message.receive_count >= entry.0 {
+            *entry = (message.receive_count, message.receipt);
+        }
+    }
+    let receipts: Vec<String> = newest.into_values().map(|(_, receipt)| receipt).collect();
     h.queue.delete_batch(&receipts).await.expect("delete all");
     assert_eq!(h.queue.stats().await.expect("stats").depth, 0);
 }
