@@ -34,6 +34,8 @@ pub enum Scope {
     Prefix(String),
     /// Exactly one key (an upload or a delete).
     Exact(String),
+    /// The catalog's products only: the document store is not listed.
+    Products,
 }
 
 impl Scope {
@@ -42,6 +44,7 @@ impl Scope {
             Scope::All => true,
             Scope::Prefix(prefix) => key.starts_with(prefix.as_str()),
             Scope::Exact(exact) => key == exact,
+            Scope::Products => key.starts_with(products::KEY_PREFIX),
         }
     }
 }
@@ -123,12 +126,16 @@ impl Knowledge {
             .await
             .context("could not prepare the vector store")?;
 
-        let mut sources: Vec<Source> = self
-            .inner
-            .store
-            .list()
-            .await
-            .context("could not list the document store")?
+        let listed = match scope {
+            Scope::Products => Vec::new(),
+            _ => self
+                .inner
+                .store
+                .list()
+                .await
+                .context("could not list the document store")?,
+        };
+        let mut sources: Vec<Source> = listed
             .into_iter()
             .filter(|o| scope.covers(&o.key))
             .map(|o| Source {
@@ -168,7 +175,7 @@ impl Knowledge {
             .keys()
             .filter(|k| !present.contains(k.as_str()))
             // Without a catalog (a command-line run) products are not judged.
-            .filter(|k| self.inner.catalog.is_some() || !k.starts_with("product:"))
+            .filter(|k| self.inner.catalog.is_some() || !k.starts_with(products::KEY_PREFIX))
             .cloned()
             .collect();
         let todo: Vec<&Source> = sources
@@ -410,7 +417,7 @@ fn title_from_key(key: &str) -> String {
 
 /// A kind from the first folder of the key, for documents that name none.
 fn kind_from_key(key: &str) -> String {
-    if key.starts_with("product:") {
+    if key.starts_with(products::KEY_PREFIX) {
         return "product".into();
     }
     let folder = key
@@ -450,5 +457,7 @@ mod tests {
         let scope = Scope::Prefix("policies/".into());
         assert!(scope.covers("policies/returns.md"));
         assert!(!scope.covers("faq/x.md"));
+        assert!(Scope::Products.covers("product:cast-iron-kuali"));
+        assert!(!Scope::Products.covers("policies/returns.md"));
     }
 }

@@ -351,7 +351,7 @@ impl Knowledge {
                     let version = catalog_version(&self);
                     if version != seen_catalog {
                         seen_catalog = version;
-                        if let Err(error) = self.sync(Scope::Prefix("product:".into()), None).await {
+                        if let Err(error) = self.sync(Scope::Products, None).await {
                             tracing::warn!(error = %format!("{error:#}"), "could not sync the catalog into the knowledge base");
                         }
                     }

@@ -18,8 +18,11 @@ pub struct ProductDocument {
     pub markdown: String,
 }
 
+/// Every product document's key starts with this.
+pub const KEY_PREFIX: &str = "product:";
+
 pub fn key_of(slug: &str) -> String {
-    format!("product:{slug}")
+    format!("{KEY_PREFIX}{slug}")
 }
 
 pub fn documents(snapshot: &CatalogSnapshot) -> Vec<ProductDocument> {
