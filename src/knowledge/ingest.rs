@@ -126,8 +126,17 @@ impl Knowledge {
             .await
             .context("could not prepare the vector store")?;
 
-        let listed = match scope {
+        let listed = match &scope {
             Scope::Products => Vec::new(),
+            // One document: ask for it rather than list the store.
+            Scope::Exact(key) => self
+                .inner
+                .store
+                .head(key)
+                .await
+                .context("could not read the document store")?
+                .into_iter()
+                .collect(),
             _ => self
                 .inner
                 .store

@@ -153,7 +153,7 @@ async fn remove(
 ) -> HttpResponse {
     guard!(req, ctx);
     let key = key.into_inner();
-    match ctx.knowledge.store().get(&key).await {
+    match ctx.knowledge.store().head(&key).await {
         Ok(None) => return problem(StatusCode::NOT_FOUND, "no such document"),
         Ok(Some(_)) => {}
         Err(error) => return bad_key(error),

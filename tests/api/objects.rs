@@ -55,6 +55,9 @@ async fn contract(store: DocumentStore) {
     let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
     assert_eq!(keys, ["faq.html", "policies/returns.md"]);
     assert_eq!(listed[1].version, first.version, "listing and put agree");
+    let head = store.head("policies/returns.md").await.unwrap().unwrap();
+    assert_eq!(head, listed[1], "a HEAD and the listing agree");
+    assert!(store.head("missing.md").await.unwrap().is_none());
 
     assert_eq!(
         store.get("policies/returns.md").await.unwrap().unwrap(),

@@ -2,9 +2,11 @@
 //! embedded default, `objects.path`) or an Amazon S3 bucket and prefix,
 //! through one API — the `object_store` crate's `ObjectStore` trait, which
 //! has both backends. Every object carries a *version* that changes when
-//! its content does (the S3 version id when the bucket is versioned, else
-//! its ETag; on a local folder an ETag made of inode, size and modification
-//! time), so ingestion re-processes only what changed.
+//! its content does (its ETag; on a local folder an ETag made of inode,
+//! size and modification time; the S3 version id only where no ETag is
+//! given), so ingestion re-processes only what changed. The ETag comes
+//! first because a listing and a HEAD both carry it, where a versioned
+//! bucket's version id is missing from listings: the two must agree.
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -160,8 +162,8 @@ impl DocumentStore {
         )
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let version = meta
-            .version
-            .or(meta.e_tag)
+            .e_tag
+            .or(meta.version)
             .unwrap_or_else(|| format!("{}-{}", meta.size, modified.unix_timestamp_nanos()));
         ObjectInfo {
             key,
@@ -177,6 +179,15 @@ impl DocumentStore {
         let mut infos: Vec<ObjectInfo> = metas.into_iter().map(|m| self.info(m)).collect();
         infos.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(infos)
+    }
+
+    /// A document's metadata, or `None` when there is no such key.
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, ObjectsError> {
+        match self.store.head(&self.path(key)?).await {
+            Ok(meta) => Ok(Some(self.info(meta))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// A document's bytes, or `None` when there is no such key.
