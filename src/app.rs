@@ -47,6 +47,8 @@ pub struct AppContext {
     pub payments: Payments,
     pub csrf: Csrf,
     pub sessions: Sessions,
+    /// Back-office sessions (their own cookie).
+    pub admin_sessions: Sessions,
     pub links: OrderLinks,
     /// WhatsApp out (recorded or Twilio), with its store and routing.
     pub messaging: Messaging,
@@ -63,6 +65,8 @@ pub struct AppContext {
     pub knowledge: crate::knowledge::Knowledge,
     /// The chat queue (the database's or SQS).
     pub queue: Arc<dyn crate::platform::queue::Queue>,
+    /// The WhatsApp assistant (intake, workers, hand-over).
+    pub chat: crate::chat::Assistant,
     /// Cancelled when the process starts shutting down.
     pub shutdown: CancellationToken,
 }
@@ -102,21 +106,68 @@ fn server_secret(settings: &Settings) -> secrecy::SecretString {
 
 /// The tokens that verify `X-Twilio-Signature`: `twilio.auth_token` and,
 /// while it rotates, `twilio.previous_auth_token`. Without a configured
-/// token (embedded messaging) one is generated for this process, which the
-/// admin's WhatsApp simulator signs with.
+/// token (embedded messaging) the one in `twilio.embedded_token_file` is
+/// used, generated on first use; the admin's WhatsApp simulator and
+/// `kedai chat send` sign with it.
 pub fn twilio_tokens(settings: &Settings) -> Vec<SecretString> {
     let mut tokens = Vec::new();
     if crate::config::is_set(&settings.twilio.auth_token) {
         tokens.push(settings.twilio.auth_token.clone());
     } else {
-        tokens.push(SecretString::from(
-            uuid::Uuid::new_v4().simple().to_string(),
-        ));
+        tokens.push(embedded_twilio_token(&settings.twilio.embedded_token_file));
     }
     if crate::config::is_set(&settings.twilio.previous_auth_token) {
         tokens.push(settings.twilio.previous_auth_token.clone());
     }
     tokens
+}
+
+/// Reads the embedded auth token, or creates it (readable by its owner
+/// only). Falls back to a token of this process when the file cannot be
+/// written.
+fn embedded_twilio_token(path: &std::path::Path) -> SecretString {
+    use std::io::Write;
+    if let Ok(existing) = std::fs::read_to_string(path)
+        && existing.trim().len() >= 32
+    {
+        return SecretString::from(existing.trim().to_string());
+    }
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let written = (|| -> std::io::Result<()> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path)?;
+        file.write_all(token.as_bytes())
+    })();
+    match written {
+        Ok(()) => SecretString::from(token),
+        // Another process created it first: use theirs.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            match std::fs::read_to_string(path) {
+                Ok(existing) if existing.trim().len() >= 32 => {
+                    SecretString::from(existing.trim().to_string())
+                }
+                _ => SecretString::from(token),
+            }
+        }
+        Err(error) => {
+            tracing::warn!(
+                error = %error,
+                path = %path.display(),
+                "could not keep the embedded Twilio token; this process signs with its own"
+            );
+            SecretString::from(token)
+        }
+    }
 }
 
 /// The messaging service for `messaging.kind`.
@@ -259,10 +310,24 @@ impl Application {
         let queue = crate::platform::queue::from_settings(&settings, &writer)
             .await
             .context("could not set up the chat queue (queue.*)")?;
+        let settings = Arc::new(settings);
+        let llm = crate::chat::llm_from_settings(&settings)
+            .await
+            .context("could not set up the chat model (llm.*)")?;
+        let chat = crate::chat::Assistant::new(
+            settings.clone(),
+            writer.clone(),
+            queue.clone(),
+            knowledge.clone(),
+            messaging.clone(),
+            llm,
+        );
         let context = AppContext {
             knowledge,
             queue,
+            chat,
             sessions: Sessions::new(cache.clone(), settings.server.session_ttl),
+            admin_sessions: Sessions::for_admins(cache.clone(), settings.server.session_ttl),
             cache,
             writer,
             messaging,
@@ -277,8 +342,9 @@ impl Application {
             links,
             self_url,
             shutdown: CancellationToken::new(),
-            settings: Arc::new(settings),
+            settings,
         };
+        announce_admin_setup(&context).await;
         let tasks = TaskTracker::new();
         tasks.spawn(
             context
@@ -293,6 +359,9 @@ impl Application {
         ));
         if context.settings.events.enabled {
             tasks.spawn(context.dispatcher.clone().run(context.shutdown.clone()));
+        }
+        if context.settings.chat.enabled {
+            tasks.spawn(context.chat.clone().run(context.shutdown.clone()));
         }
         // Loads, seeds (demo) and ingests in the background: the shop is
         // ready before the knowledge base is.
@@ -392,13 +461,16 @@ fn http_server(listener: TcpListener, context: AppContext) -> anyhow::Result<Ser
             .configure(catalog::routes::configure)
             .configure(checkout::webhook::configure)
             .configure(crate::notify::routes::configure)
+            .configure(crate::chat::webhook::configure)
             .configure(crate::logistics::routes::configure)
             // Before the events API: its `/api/ops` scope would swallow `/api/ops/kb`.
             .configure(crate::knowledge::routes::configure)
+            .configure(crate::chat::routes::configure)
             .configure(crate::events::routes::configure)
             .configure(cart::routes::configure)
             .configure(checkout::routes::configure)
             .configure(crate::customers::routes::configure)
+            .configure(crate::admin::routes::configure)
             .route("/static/{path:.*}", web::get().to(assets::serve_static))
             .default_service(web::to(not_found))
     })
@@ -432,6 +504,30 @@ fn security_headers(https: bool) -> DefaultHeaders {
         ));
     }
     headers
+}
+
+/// An embedded install without admins prints a one-time link that creates
+/// the first owner (production: `kedai admin create`).
+async fn announce_admin_setup(context: &AppContext) {
+    if context.settings.is_production() {
+        return;
+    }
+    match crate::admin::issue_setup_token(&context.writer).await {
+        Ok(Some(token)) => {
+            let base = context
+                .settings
+                .server
+                .public_url
+                .as_str()
+                .trim_end_matches('/');
+            tracing::info!(
+                setup_link = %format!("{base}/admin/setup/{token}"),
+                "no admin account yet: open this one-time link to create the shop's owner (or run `kedai admin create`)"
+            );
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(error = %error, "could not issue the admin setup link"),
+    }
 }
 
 /// Twilio refuses free text outside WhatsApp's 24-hour window; without

@@ -48,6 +48,73 @@ pub enum Command {
         #[command(subcommand)]
         command: KbCommand,
     },
+    /// Back-office accounts.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// The WhatsApp assistant: write to it as a shopper, read conversations.
+    Chat {
+        #[command(subcommand)]
+        command: ChatCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an admin account. The password is read from standard input
+    /// when it is not a terminal; otherwise one is generated and printed once.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// owner, staff or support.
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChatCommand {
+    /// Send a WhatsApp message to a running server as Twilio would: a
+    /// signed `POST /webhooks/twilio` (signed over `server.public_url`).
+    Send {
+        /// The shopper's number, e.g. +60123456789.
+        #[arg(long)]
+        from: String,
+        /// The shopper's WhatsApp profile name.
+        #[arg(long, default_value = "Shopper")]
+        name: String,
+        /// Where the server listens, when not at `server.public_url`.
+        #[arg(long)]
+        server: Option<String>,
+        /// Wait for the assistant's reply and print it (seconds; 0: don't).
+        #[arg(long, default_value_t = 15)]
+        wait: u64,
+        /// The message text.
+        text: String,
+    },
+    /// One shopper's conversation: every message, who wrote it, its status.
+    Show {
+        /// The shopper's number (or username id).
+        from: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
+    /// Conversations, latest first.
+    List {
+        /// Only `bot`, `needs_human` or `human`.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// Questions the assistant could not answer from the knowledge base.
+    Missing {
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,9 @@ use anyhow::{Context, bail};
 use sea_orm::DatabaseConnection;
 use time::format_description::well_known::Rfc3339;
 
-use crate::cli::{AnalyticsCommand, EventsCommand, KbCommand, ShipmentsCommand};
+use crate::cli::{
+    AdminCommand, AnalyticsCommand, ChatCommand, EventsCommand, KbCommand, ShipmentsCommand,
+};
 use crate::config::Settings;
 use crate::events::{self, DeliveryFilter, DeliveryStatus, EventFilter};
 use crate::logistics::{self, MarkOutcome, ShipmentRef, ShipmentStatus};
@@ -463,6 +465,199 @@ pub async fn kb(settings: &Settings, command: KbCommand) -> anyhow::Result<()> {
                         println!("  {id}: {}", texts.get(id.as_str()).unwrap_or(&""));
                     }
                 }
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn chat(settings: &Settings, command: ChatCommand) -> anyhow::Result<()> {
+    use crate::chat::store::{self, State, conversation};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    match command {
+        ChatCommand::Send {
+            from,
+            name,
+            server,
+            wait,
+            text,
+        } => {
+            let from = crate::customers::normalise_phone(&from).unwrap_or(from);
+            let public = settings.server.public_url.as_str().trim_end_matches('/');
+            let signed_url = format!("{public}{}", crate::chat::webhook::INBOUND_PATH);
+            let target = match server {
+                Some(server) => format!(
+                    "{}{}",
+                    server.trim_end_matches('/'),
+                    crate::chat::webhook::INBOUND_PATH
+                ),
+                None => signed_url.clone(),
+            };
+            let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
+            let params: Vec<(String, String)> = vec![
+                ("MessageSid".into(), sid.clone()),
+                ("From".into(), format!("whatsapp:{from}")),
+                (
+                    "To".into(),
+                    format!(
+                        "whatsapp:{}",
+                        settings.twilio.from.trim_start_matches("whatsapp:")
+                    ),
+                ),
+                ("Body".into(), text),
+                ("ProfileName".into(), name),
+                ("WaId".into(), from.trim_start_matches('+').to_string()),
+                ("NumMedia".into(), "0".into()),
+            ];
+            let token = crate::app::twilio_tokens(settings)
+                .into_iter()
+                .next()
+                .context("no Twilio auth token")?;
+            let signature = crate::platform::messaging::twilio::sign(&token, &signed_url, &params);
+            let response = reqwest::Client::new()
+                .post(&target)
+                .header("X-Twilio-Signature", signature)
+                .form(&params)
+                .send()
+                .await
+                .with_context(|| format!("could not reach the server at {target} (is `kedai serve` running? --server sets where)"))?;
+            let status = response.status();
+            if !status.is_success() {
+                bail!(
+                    "the server answered {status}: {}",
+                    response.text().await.unwrap_or_default()
+                );
+            }
+            println!("sent {sid} from {from} ({status})");
+            if wait == 0 {
+                return Ok(());
+            }
+            let connection = open(settings).await?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+            loop {
+                let reply_id = crate::chat::store::message::Entity::find()
+                    .filter(crate::chat::store::message::Column::MessageSid.eq(sid.as_str()))
+                    .one(&connection)
+                    .await?
+                    .and_then(|m| m.reply_to);
+                if let Some(reply_id) = reply_id {
+                    let reply = crate::chat::store::message::Entity::find_by_id(reply_id)
+                        .one(&connection)
+                        .await?
+                        .context("the reply vanished")?;
+                    println!("assistant ({}):\n{}", reply.status, reply.body);
+                    return Ok(());
+                }
+                if std::time::Instant::now() > deadline {
+                    println!(
+                        "no reply within {wait}s (a person may be handling the conversation: `kedai chat show {from}`)"
+                    );
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        ChatCommand::Show { from, limit } => {
+            let connection = open(settings).await?;
+            let identity = crate::customers::normalise_phone(&from).unwrap_or(from);
+            let Some(conv) = conversation::Entity::find()
+                .filter(conversation::Column::Identity.eq(identity.as_str()))
+                .one(&connection)
+                .await?
+            else {
+                bail!("no conversation with {identity}");
+            };
+            println!(
+                "conversation {} with {identity} ({}), state {}{}",
+                conv.id,
+                conv.profile_name.as_deref().unwrap_or("no name"),
+                conv.state,
+                conv.handled_by
+                    .as_deref()
+                    .map(|by| format!(", handled by {by}"))
+                    .unwrap_or_default()
+            );
+            let messages = store::messages(&connection, conv.id, limit).await?;
+            print_rows(false, &messages, "no messages", |m| {
+                format!(
+                    "{}  {:<9} {:<8} {:<10} {}",
+                    when(m.created_at),
+                    m.role,
+                    m.kind,
+                    m.status,
+                    m.body.replace('\n', "\n    ")
+                )
+            })
+        }
+        ChatCommand::List { state, limit } => {
+            let connection = open(settings).await?;
+            let state = match state.as_deref() {
+                None => None,
+                Some(raw) => {
+                    Some(State::parse(raw).context("--state must be bot, needs_human or human")?)
+                }
+            };
+            let rows = store::list(&connection, state, limit).await?;
+            print_rows(false, &rows, "no conversations", |c| {
+                format!(
+                    "{}  {:<5} {:<16} {:<12} {}",
+                    when(c.last_message_at),
+                    c.id,
+                    c.identity,
+                    c.state,
+                    c.profile_name.as_deref().unwrap_or("")
+                )
+            })
+        }
+        ChatCommand::Missing { limit } => {
+            let connection = open(settings).await?;
+            let rows = store::missing_knowledge(&connection, limit).await?;
+            print_rows(false, &rows, "no missing knowledge", |m| {
+                format!(
+                    "{}  conversation {:<5} best {:.2}  {}",
+                    when(m.created_at),
+                    m.conversation_id,
+                    m.best_score.unwrap_or(0.0),
+                    m.question.replace('\n', " / ")
+                )
+            })
+        }
+    }
+}
+
+pub async fn admin(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal};
+    match command {
+        AdminCommand::Create { email, role, name } => {
+            let role = crate::admin::Role::parse(&role)
+                .context("--role must be owner, staff or support")?;
+            let stdin = std::io::stdin();
+            let (password, generated) = if stdin.is_terminal() {
+                let generated = format!(
+                    "{}-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..12],
+                    &uuid::Uuid::new_v4().simple().to_string()[..12]
+                );
+                (generated, true)
+            } else {
+                let mut line = String::new();
+                stdin.lock().read_line(&mut line)?;
+                (line.trim_end_matches(['\r', '\n']).to_string(), false)
+            };
+            let connection = open(settings).await?;
+            let writer = Writer::new(connection);
+            let admin = crate::admin::create(&writer, &email, &name, role, &password)
+                .await
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            println!(
+                "created {} admin {} ({}), id {}",
+                admin.role.as_str(),
+                admin.email,
+                admin.name,
+                admin.id
+            );
+            if generated {
+                println!("password (shown once): {password}");
             }
             Ok(())
         }

@@ -61,6 +61,8 @@ pub struct Settings {
     pub embeddings: EmbeddingsSettings,
     pub vectors: VectorsSettings,
     pub knowledge: KnowledgeSettings,
+    pub chat: ChatSettings,
+    pub admin: AdminSettings,
     pub messaging: MessagingSettings,
     pub payments: PaymentsSettings,
     pub carrier: CarrierSettings,
@@ -217,7 +219,19 @@ pub enum LlmKind {
 #[serde(deny_unknown_fields)]
 pub struct LlmSettings {
     pub kind: LlmKind,
+    /// Bedrock model id (or inference profile id) for kind = "bedrock".
     pub model_id: String,
+    /// Longest answer, in tokens.
+    pub max_tokens: u32,
+    pub temperature: f32,
+    /// Attempts per turn, throttling included, before the turn is put
+    /// back on the queue (the shopper gets a holding reply meanwhile).
+    pub max_attempts: u32,
+    /// Longest one model call may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Overrides the Bedrock runtime endpoint (test fakes); empty for AWS.
+    pub endpoint_url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -370,6 +384,8 @@ pub struct TwilioSettings {
     pub auth_token: SecretString,
     /// Still accepted on incoming webhooks while the token rotates.
     pub previous_auth_token: SecretString,
+    /// Where the generated auth token of embedded mode is kept.
+    pub embedded_token_file: PathBuf,
     pub from: String,
     pub api_base: String,
     #[serde(with = "humantime_serde")]
@@ -395,6 +411,8 @@ pub struct LarkSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShopSettings {
+    /// The shop's name, as the assistant introduces it.
+    pub name: String,
     /// The shop's offset from UTC, e.g. `+08:00`: local days for
     /// analytics, local time for quiet hours.
     pub utc_offset: String,
@@ -409,6 +427,64 @@ impl ShopSettings {
 fn parse_utc_offset(raw: &str) -> Option<time::UtcOffset> {
     let format = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
     time::UtcOffset::parse(raw.trim(), &format).ok()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// The back-office's WhatsApp simulator: chat as a shopper through the
+    /// real, signed webhook path. On for the embedded demo, off in the
+    /// production profile.
+    pub simulator: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatSettings {
+    /// Run the assistant's queue workers in this process.
+    pub enabled: bool,
+    /// Conversations answered at once per process.
+    pub workers: usize,
+    /// Messages a shopper sends within this long of each other are
+    /// answered as one turn.
+    #[serde(with = "humantime_serde")]
+    pub burst_window: Duration,
+    /// Messages per sender per `rate_window` that get answered.
+    pub sender_limit: u32,
+    /// Messages from everyone per `rate_window` that get answered.
+    pub global_limit: u32,
+    #[serde(with = "humantime_serde")]
+    pub rate_window: Duration,
+    /// Earlier messages of the conversation given to the model.
+    pub history_messages: u64,
+    /// Passages retrieved per question.
+    pub passages: usize,
+    /// The evidence gate: the best passage's vector similarity (cosine)
+    /// must reach this, or its keyword score `evidence_keyword`, for the
+    /// bot to answer a question that is not about an order.
+    pub evidence_vector: f32,
+    pub evidence_keyword: f32,
+    /// Complaints in a row after which the bot hands over to a person.
+    pub dissatisfaction_limit: i32,
+    /// How long a conversation stays with people (taken over, or waiting
+    /// for one after an escalation) without activity before it returns to
+    /// the bot.
+    #[serde(with = "humantime_serde")]
+    pub handover_idle: Duration,
+    /// Longest WhatsApp message; longer replies are split at sentences.
+    pub max_reply_chars: usize,
+    /// Wait before a turn the model could not answer is tried again.
+    #[serde(with = "humantime_serde")]
+    pub retry_delay: Duration,
+    /// Conversations and messages older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    #[serde(with = "humantime_serde")]
+    pub purge_interval: Duration,
+    /// Inbound messages whose queue job could not be sent (SQS down) are
+    /// sent again after this long.
+    #[serde(with = "humantime_serde")]
+    pub relay_after: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -568,6 +644,15 @@ impl Settings {
         }
         if self.database.min_connections > self.database.max_connections {
             bail!("database.min_connections must not exceed database.max_connections");
+        }
+        if self.chat.workers == 0 {
+            bail!("chat.workers must be at least 1");
+        }
+        if self.chat.max_reply_chars < 200 || self.chat.max_reply_chars > 1600 {
+            bail!("chat.max_reply_chars must be between 200 and 1600 (WhatsApp's limit)");
+        }
+        if self.chat.sender_limit == 0 || self.chat.global_limit == 0 {
+            bail!("chat.sender_limit and chat.global_limit must be at least 1");
         }
         if self.catalog.page_size == 0 || self.catalog.page_size > 200 {
             bail!("catalog.page_size must be between 1 and 200");

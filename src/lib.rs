@@ -1,6 +1,7 @@
 //! Kedai: one binary that runs an online shop with a WhatsApp shopping
 //! assistant. See ARCHITECTURE.md for the map.
 
+pub mod admin;
 pub mod analytics;
 pub mod app;
 pub mod cart;

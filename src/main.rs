@@ -133,6 +133,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Shipments { command } => kedai::commands::shipments(&settings, command).await,
         Command::Analytics { command } => kedai::commands::analytics(&settings, command).await,
         Command::Kb { command } => kedai::commands::kb(&settings, command).await,
+        Command::Chat { command } => kedai::commands::chat(&settings, command).await,
+        Command::Admin { command } => kedai::commands::admin(&settings, command).await,
         Command::Config => unreachable!("handled before the runtime starts"),
     }
 }

@@ -11,6 +11,8 @@ mod m20261124_000004_messages_and_password_resets;
 mod m20261124_000005_event_delivery;
 mod m20261125_000006_knowledge;
 mod m20261125_000007_chat_queue;
+mod m20261125_000008_conversations;
+mod m20261125_000009_admin;
 
 pub struct Migrator;
 
@@ -25,6 +27,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000005_event_delivery::Migration),
             Box::new(m20261125_000006_knowledge::Migration),
             Box::new(m20261125_000007_chat_queue::Migration),
+            Box::new(m20261125_000008_conversations::Migration),
+            Box::new(m20261125_000009_admin::Migration),
         ]
     }
 }

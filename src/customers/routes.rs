@@ -12,7 +12,7 @@ use crate::catalog::model::Currency;
 use crate::catalog::views::Pagination;
 use crate::orders::{self, OrderStatus};
 use crate::web::error::AppError;
-use crate::web::http::{CachePolicy, render, see_other};
+use crate::web::http::{CachePolicy, client_address, render, see_other};
 use crate::web::layout::Layout;
 use crate::web::visitor::{Visitor, verified_visitor};
 
@@ -31,15 +31,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/account/reset", web::post().to(submit_reset_request))
         .route("/account/reset/{token}", web::get().to(show_reset))
         .route("/account/reset/{token}", web::post().to(submit_reset));
-}
-
-/// The client's address for throttling: what the load balancer reports
-/// (`Forwarded` / `X-Forwarded-For`), else the peer.
-fn client_address(req: &HttpRequest) -> String {
-    req.connection_info()
-        .realip_remote_addr()
-        .unwrap_or("unknown")
-        .to_string()
 }
 
 /// Renders a personal page: never stored, with `status` when given, and

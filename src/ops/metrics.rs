@@ -82,5 +82,67 @@ fn describe() {
         "kedai_kb_passages",
         "Knowledge-base passages this replica searches."
     );
+    metrics::describe_histogram!(
+        "kedai_chat_stage_seconds",
+        metrics::Unit::Seconds,
+        "WhatsApp assistant latency by stage: queue_wait, retrieval, model, send."
+    );
+    metrics::describe_counter!(
+        "kedai_chat_turns_total",
+        "Assistant turns by outcome (answered, an escalation reason, deferred, error)."
+    );
+    metrics::describe_counter!(
+        "kedai_chat_jobs_total",
+        "Chat jobs that found their conversation busy (outcome=busy)."
+    );
+    metrics::describe_counter!(
+        "kedai_chat_rate_limited_total",
+        "Inbound WhatsApp messages stored but not answered (over a rate limit)."
+    );
+    metrics::describe_counter!(
+        "kedai_chat_relayed_total",
+        "Conversations whose queue job the relay sent after SQS failed."
+    );
+    metrics::describe_histogram!(
+        "kedai_chat_intake_batch_size",
+        "Inbound messages written per intake transaction."
+    );
+    metrics::describe_histogram!(
+        "kedai_chat_intake_commit_seconds",
+        metrics::Unit::Seconds,
+        "Time to write and commit one intake batch."
+    );
+    metrics::describe_counter!(
+        "kedai_webhook_accepted_total",
+        "Signed webhooks accepted, by source and outcome."
+    );
+    metrics::describe_counter!(
+        "kedai_webhook_rejected_total",
+        "Webhooks refused, by source and reason (bad signature, malformed)."
+    );
+    metrics::describe_counter!("kedai_llm_calls_total", "Chat model calls by outcome.");
+    metrics::describe_counter!("kedai_llm_retries_total", "Chat model retries by reason.");
+    metrics::describe_counter!(
+        "kedai_llm_tokens_total",
+        "Chat model tokens, by direction (input, output)."
+    );
+    metrics::describe_histogram!(
+        "kedai_llm_seconds",
+        metrics::Unit::Seconds,
+        "Chat model call time, retries included."
+    );
+    metrics::describe_counter!("kedai_alerts_sent_total", "Alerts delivered, by sink.");
+    metrics::describe_counter!(
+        "kedai_alerts_failed_total",
+        "Failed alert deliveries (attempts), by sink and reason."
+    );
+    metrics::describe_counter!(
+        "kedai_alerts_dropped_total",
+        "Alerts given up on after retries or a permanent error, by sink."
+    );
+    metrics::describe_counter!(
+        "kedai_alerts_coalesced_total",
+        "Alerts folded into a summary line because the sink's queue was full."
+    );
     metrics::describe_gauge!("kedai_build_info", "Always 1; labels carry the version.");
 }

@@ -2,10 +2,13 @@
 //! vocabulary, one file per backend, chosen once at startup in `app.rs`.
 //! Only this tree knows a vendor's wire format.
 
+pub mod alerts;
+pub mod aws;
 pub mod cache;
 pub mod carrier;
 pub mod db;
 pub mod embed;
+pub mod llm;
 pub mod messaging;
 pub mod objects;
 pub mod payments;

@@ -101,6 +101,15 @@ pub fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
 }
 
 /// `303 See Other` to `location`: the answer to a successful form post.
+/// The client's address for throttling: what the load balancer reports
+/// (`Forwarded` / `X-Forwarded-For`), else the peer.
+pub fn client_address(req: &actix_web::HttpRequest) -> String {
+    req.connection_info()
+        .realip_remote_addr()
+        .unwrap_or("unknown")
+        .to_string()
+}
+
 pub fn see_other(location: impl Into<String>) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location.into()))

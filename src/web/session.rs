@@ -13,9 +13,13 @@ use serde::{Deserialize, Serialize};
 use crate::platform::cache::{Cache, CacheError};
 
 pub const COOKIE: &str = "kedai_session";
+/// The back-office's session cookie (separate from shoppers').
+pub const ADMIN_COOKIE: &str = "kedai_admin";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionData {
+    /// The signed-in account: a customer's id, or an admin's in an admin
+    /// session.
     pub customer_id: i64,
     /// Unix time of sign-in.
     pub signed_in_at: i64,
@@ -25,10 +29,8 @@ pub struct SessionData {
 pub struct Sessions {
     cache: Arc<dyn Cache>,
     ttl: Duration,
-}
-
-fn key(id: &str) -> String {
-    format!("session:{id}")
+    cookie: &'static str,
+    prefix: &'static str,
 }
 
 fn well_formed(id: &str) -> bool {
@@ -37,7 +39,27 @@ fn well_formed(id: &str) -> bool {
 
 impl Sessions {
     pub fn new(cache: Arc<dyn Cache>, ttl: Duration) -> Sessions {
-        Sessions { cache, ttl }
+        Sessions {
+            cache,
+            ttl,
+            cookie: COOKIE,
+            prefix: "session:",
+        }
+    }
+
+    /// Admin sessions: their own cookie and keys, so a shopper's session
+    /// never opens the back-office.
+    pub fn for_admins(cache: Arc<dyn Cache>, ttl: Duration) -> Sessions {
+        Sessions {
+            cache,
+            ttl,
+            cookie: ADMIN_COOKIE,
+            prefix: "admin-session:",
+        }
+    }
+
+    fn key(&self, id: &str) -> String {
+        format!("{}{id}", self.prefix)
     }
 
     /// The request's session, extending its life (sliding expiry).
@@ -45,20 +67,20 @@ impl Sessions {
         &self,
         req: &HttpRequest,
     ) -> Result<Option<(String, SessionData)>, CacheError> {
-        let Some(cookie) = req.cookie(COOKIE) else {
+        let Some(cookie) = req.cookie(self.cookie) else {
             return Ok(None);
         };
         let id = cookie.value().to_string();
         if !well_formed(&id) {
             return Ok(None);
         }
-        let Some(bytes) = self.cache.get(&key(&id)).await? else {
+        let Some(bytes) = self.cache.get(&self.key(&id)).await? else {
             return Ok(None);
         };
         let Ok(data) = serde_json::from_slice::<SessionData>(&bytes) else {
             return Ok(None);
         };
-        self.cache.touch(&key(&id), self.ttl).await?;
+        self.cache.touch(&self.key(&id), self.ttl).await?;
         Ok(Some((id, data)))
     }
 
@@ -74,16 +96,16 @@ impl Sessions {
             signed_in_at: time::OffsetDateTime::now_utc().unix_timestamp(),
         };
         let bytes = serde_json::to_vec(&data).unwrap_or_default();
-        self.cache.set(&key(&id), &bytes, self.ttl).await?;
+        self.cache.set(&self.key(&id), &bytes, self.ttl).await?;
         Ok(id)
     }
 
     pub async fn end(&self, id: &str) -> Result<(), CacheError> {
-        self.cache.delete(&key(id)).await
+        self.cache.delete(&self.key(id)).await
     }
 
     pub fn cookie(&self, id: &str, secure: bool) -> Cookie<'static> {
-        Cookie::build(COOKIE, id.to_string())
+        Cookie::build(self.cookie, id.to_string())
             .path("/")
             .http_only(true)
             .secure(secure)

@@ -2,7 +2,7 @@
 //! sessions, sign-out, and order history that only the owner sees.
 
 use crate::cart::{in_stock_variant, variant_id_of};
-use crate::helpers::{TestApp, between, visitor_cookie};
+use crate::helpers::{Browser, TestApp, between};
 
 crate::on_both_databases!(
     signing_up_signs_in_and_signing_out_ends_the_session,
@@ -272,70 +272,10 @@ async fn profile_and_password_can_be_changed(app: TestApp) {
     assert_eq!(response.headers()["location"], "/account/login");
 }
 
-/// A browser: its cookies and the CSRF token of its visitor.
-struct Browser {
-    visitor: String,
-    session: Option<String>,
-    csrf: String,
-}
-
 impl Browser {
+    /// A shopper's browser.
     async fn open(app: &TestApp) -> Browser {
-        let response = app.get("/account/signup").await;
-        let visitor = visitor_cookie(&response).unwrap();
-        let html = response.text().await.unwrap();
-        let csrf = between(&html, "name=\"csrf_token\" value=\"", "\"")[0].to_string();
-        Browser {
-            visitor,
-            session: None,
-            csrf,
-        }
-    }
-
-    fn cookies(&self) -> String {
-        match &self.session {
-            Some(session) => format!("{}; {session}", self.visitor),
-            None => self.visitor.clone(),
-        }
-    }
-
-    async fn get(&self, app: &TestApp, path: &str) -> reqwest::Response {
-        app.client
-            .get(format!("{}{path}", app.address))
-            .header("Cookie", self.cookies())
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn post(
-        &mut self,
-        app: &TestApp,
-        path: &str,
-        form: &[(&str, &str)],
-    ) -> reqwest::Response {
-        let mut fields: Vec<(&str, &str)> = vec![("csrf_token", &self.csrf)];
-        fields.extend_from_slice(form);
-        let response = app
-            .client
-            .post(format!("{}{path}", app.address))
-            .header("Cookie", self.cookies())
-            .form(&fields)
-            .send()
-            .await
-            .unwrap();
-        for value in response.headers().get_all("set-cookie") {
-            let value = value.to_str().unwrap();
-            if let Some(rest) = value.strip_prefix("kedai_session=") {
-                let pair = value.split(';').next().unwrap().to_string();
-                self.session = if rest.starts_with(';') || rest.is_empty() {
-                    None
-                } else {
-                    Some(pair)
-                };
-            }
-        }
-        response
+        Browser::open_at(app, "/account/signup", "kedai_session").await
     }
 
     async fn sign_up(&mut self, app: &TestApp, email: &str) -> reqwest::Response {

@@ -390,3 +390,220 @@ async fn customer_signs_up_buys_and_finds_the_order_in_their_history() {
     browser.quit().await.ok();
     result.expect("the account journey works");
 }
+
+/// The text of `css` once it contains `wanted` (pages change under
+/// form posts; stale elements are looked up again).
+async fn wait_for_text(browser: &WebDriver, css: &str, wanted: &str) -> WebDriverResult<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = String::new();
+    loop {
+        if let Ok(element) = browser.find(By::Css(css)).await
+            && let Ok(text) = element.text().await
+        {
+            if text.contains(wanted) {
+                return Ok(text);
+            }
+            last = text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never showed {wanted:?}; last seen: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An admin in headless Chromium: signs in, finds the conversation that
+/// needs a person on the dashboard and in the inbox, takes it over, replies
+/// on WhatsApp, releases it. Screenshots of the dashboard, the inbox and the
+/// conversation are kept as artifacts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_takes_over_a_conversation_replies_and_releases_it() {
+    if !browser_available() {
+        return;
+    }
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    kedai::admin::create(
+        &app.context.writer,
+        "nadia@shop.test",
+        "Nadia",
+        kedai::admin::Role::Support,
+        "correct horse battery",
+    )
+    .await
+    .unwrap();
+    let phone = "+60121110070";
+    crate::chat::whatsapp_signed(&app, phone, "can I talk to a human please", "SMbr1").await;
+    app.context.chat.drain(100).await.unwrap();
+    let (_driver, driver_url) = start_chromedriver().await;
+    let browser = chrome(&driver_url).await;
+    let shots = artifacts_dir();
+
+    let result = async {
+        browser.goto(format!("{}/admin", app.address)).await?;
+        wait_for_url(&browser, "/admin/login").await?;
+        browser
+            .find(By::Css("#email"))
+            .await?
+            .send_keys("nadia@shop.test")
+            .await?;
+        browser
+            .find(By::Css("#password"))
+            .await?
+            .send_keys("correct horse battery")
+            .await?;
+        browser
+            .find(By::Css("form[action='/admin/login'] button"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "/admin").await?;
+        let tiles = browser.find(By::Css(".admin-tiles")).await?.text().await?;
+        assert!(tiles.contains("1\nconversations need a person"), "{tiles}");
+        browser
+            .screenshot(&shots.join("admin-1-dashboard.png"))
+            .await?;
+
+        browser
+            .find(By::Css("a[href='/admin/conversations?filter=needs_human']"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "filter=needs_human").await?;
+        browser.screenshot(&shots.join("admin-2-inbox.png")).await?;
+        browser
+            .find(By::Css(".admin-table tbody a"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "/admin/conversations/").await?;
+        browser
+            .find(By::Css("form[action$='/takeover'] button"))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(
+            &browser,
+            ".conversation-state",
+            "taken over by nadia@shop.test",
+        )
+        .await?;
+        browser
+            .find(By::Css("#reply"))
+            .await?
+            .send_keys("Hi, Nadia here. How can I help?")
+            .await?;
+        browser
+            .find(By::Css("form[action$='/reply'] button"))
+            .await?
+            .click()
+            .await?;
+        let log = wait_for_text(&browser, ".chat-log", "Hi, Nadia here. How can I help?").await?;
+        assert!(log.contains("Taken over by nadia@shop.test."), "{log}");
+        browser
+            .screenshot(&shots.join("admin-3-conversation.png"))
+            .await?;
+        browser
+            .find(By::Css("form[action$='/release'] button"))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(&browser, ".conversation-state", "State: assistant").await?;
+        Ok::<(), WebDriverError>(())
+    }
+    .await;
+    browser.quit().await.ok();
+    result.expect("the admin journey works");
+    let sent = kedai::platform::messaging::list(&app.context.db, Some(phone), 10)
+        .await
+        .unwrap();
+    assert!(
+        sent.iter()
+            .any(|m| m.body == "Hi, Nadia here. How can I help?"),
+        "sent on WhatsApp"
+    );
+}
+
+/// The WhatsApp simulator: an admin writes as a shopper; the message goes
+/// through the real signed webhook, the queue and the assistant, and the
+/// answer appears on the page (which reloads while it waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_round_trip_gets_an_answer_from_the_assistant() {
+    if !browser_available() {
+        return;
+    }
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, &[("chat.enabled", "true")])
+        .await
+        .unwrap();
+    app.context.knowledge.seed_demo_documents().await.unwrap();
+    app.context
+        .knowledge
+        .sync(kedai::knowledge::Scope::All, None)
+        .await
+        .unwrap();
+    app.context.knowledge.refresh().await.unwrap();
+    kedai::admin::create(
+        &app.context.writer,
+        "nadia@shop.test",
+        "Nadia",
+        kedai::admin::Role::Support,
+        "correct horse battery",
+    )
+    .await
+    .unwrap();
+    let (_driver, driver_url) = start_chromedriver().await;
+    let browser = chrome(&driver_url).await;
+    let shots = artifacts_dir();
+    let result = async {
+        browser.goto(format!("{}/admin/login", app.address)).await?;
+        browser
+            .find(By::Css("#email"))
+            .await?
+            .send_keys("nadia@shop.test")
+            .await?;
+        browser
+            .find(By::Css("#password"))
+            .await?
+            .send_keys("correct horse battery")
+            .await?;
+        browser
+            .find(By::Css("form[action='/admin/login'] button"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "/admin").await?;
+        browser
+            .find(By::Css("a[href='/admin/simulator']"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "/admin/simulator").await?;
+        browser
+            .find(By::Css("#text"))
+            .await?
+            .send_keys("how long is delivery to sabah?")
+            .await?;
+        browser
+            .find(By::Css(
+                "form[method='post'][action='/admin/simulator'] button",
+            ))
+            .await?
+            .click()
+            .await?;
+        let log = wait_for_text(&browser, ".chat-log", "4 to 7 working days").await?;
+        assert!(log.contains("how long is delivery to sabah?"), "{log}");
+        assert!(log.contains("[kb:"), "the answer cites its source: {log}");
+        browser
+            .screenshot(&shots.join("admin-4-simulator.png"))
+            .await?;
+        Ok::<(), WebDriverError>(())
+    }
+    .await;
+    browser.quit().await.ok();
+    result.expect("the simulator round trip works");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("kedai_webhook_accepted_total{source=\"twilio_inbound\""),
+        "the message took the signed webhook"
+    );
+}

@@ -65,6 +65,10 @@ fn server(database_url: &str, carrier: &str) -> Child {
         .env("KEDAI__EVENTS__POLL_INTERVAL", "100ms")
         .env("KEDAI__NOTIFY__QUIET_HOURS", "")
         .env("KEDAI__KNOWLEDGE__INGEST_ON_START", "false")
+        .env(
+            "KEDAI__TWILIO__EMBEDDED_TOKEN_FILE",
+            std::env::temp_dir().join(format!("kedai-crash-token-{}", std::process::id())),
+        )
         .env("KEDAI__LOG__LEVEL", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

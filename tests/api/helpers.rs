@@ -177,6 +177,17 @@ pub fn settings(database: &TestDatabase, extra: &[(&str, &str)]) -> Settings {
             database.files().join("vectors").display().to_string(),
         ),
         ("knowledge.ingest_on_start".into(), "false".into()),
+        (
+            "twilio.embedded_token_file".into(),
+            database
+                .files()
+                .join("twilio-auth-token")
+                .display()
+                .to_string(),
+        ),
+        // Tests step the assistant themselves (`chat.drain()`).
+        ("chat.enabled".into(), "false".into()),
+        ("chat.burst_window".into(), "0s".into()),
     ];
     overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Settings::load(&ConfigSources {
@@ -325,4 +336,92 @@ macro_rules! on_both_databases {
             )*
         }
     };
+}
+
+/// A browser: its visitor cookie, the CSRF token of its visitor, and the
+/// session cookie it collects (`kedai_session` for shoppers, `kedai_admin`
+/// for the back-office).
+pub struct Browser {
+    pub visitor: String,
+    pub session: Option<String>,
+    pub csrf: String,
+    session_cookie: &'static str,
+}
+
+impl Browser {
+    /// Opens `path` (a page with a form) to get a visitor and its token.
+    pub async fn open_at(app: &TestApp, path: &str, session_cookie: &'static str) -> Browser {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let visitor = visitor_cookie(&response).unwrap();
+        let html = response.text().await.unwrap();
+        let csrf = between(&html, "name=\"csrf_token\" value=\"", "\"")[0].to_string();
+        Browser {
+            visitor,
+            session: None,
+            csrf,
+            session_cookie,
+        }
+    }
+
+    pub fn cookies(&self) -> String {
+        match &self.session {
+            Some(session) => format!("{}; {session}", self.visitor),
+            None => self.visitor.clone(),
+        }
+    }
+
+    pub async fn get(&self, app: &TestApp, path: &str) -> reqwest::Response {
+        app.client
+            .get(format!("{}{path}", app.address))
+            .header("Cookie", self.cookies())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Posts a form with `csrf` as its token; keeps the session cookie the
+    /// answer sets (or removes).
+    pub async fn post_with(
+        &mut self,
+        app: &TestApp,
+        path: &str,
+        csrf: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut fields: Vec<(&str, &str)> = vec![("csrf_token", csrf)];
+        fields.extend_from_slice(form);
+        let response = app
+            .client
+            .post(format!("{}{path}", app.address))
+            .header("Cookie", self.cookies())
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        let prefix = format!("{}=", self.session_cookie);
+        for value in response.headers().get_all("set-cookie") {
+            let value = value.to_str().unwrap();
+            if let Some(rest) = value.strip_prefix(prefix.as_str()) {
+                let pair = value.split(';').next().unwrap().to_string();
+                self.session = if rest.starts_with(';') || rest.is_empty() {
+                    None
+                } else {
+                    Some(pair)
+                };
+            }
+        }
+        response
+    }
+
+    /// Posts a form with the browser's own CSRF token.
+    pub async fn post(
+        &mut self,
+        app: &TestApp,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let csrf = self.csrf.clone();
+        self.post_with(app, path, &csrf, form).await
+    }
 }

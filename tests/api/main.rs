@@ -5,11 +5,16 @@ mod helpers;
 mod shop;
 
 mod accounts;
+mod admin;
+mod alerts;
 mod browser;
 mod cache;
 mod cart;
+mod chat;
+mod chat_crash;
 mod checkout;
 mod cli;
+mod converse;
 mod crash;
 mod events;
 mod integrations;

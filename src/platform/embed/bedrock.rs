@@ -5,12 +5,12 @@
 //! this embedder, so an ingest run and live questions together stay under
 //! the limit) and puts the answers back in the order of the texts.
 //!
-//! The SDK's own retries are switched off: this file is the one place that
-//! retries, so the policy is visible and testable. Throttling
-//! (`ThrottlingException`, `ServiceQuotaExceededException`, any 429) and
-//! transient failures (`ServiceUnavailableException`,
-//! `ModelNotReadyException`, `InternalServerException`,
-//! `ModelTimeoutException`, any 5xx, timeouts, dropped connections) are
+//! Retry policy: the SDK's own retries are switched off and this file is the
+//! one place that retries. Failures are sorted by
+//! [`crate::platform::aws::classify`] (which codes and statuses count as
+//! throttling, transient or permanent is listed there); of the failures to
+//! get a request through, only I/O errors and timeouts count as transient
+//! ([`DispatchRetry::IoAndTimeouts`]). Throttled and transient failures are
 //! retried with exponential backoff and jitter, up to `max_attempts`
 //! attempts per text in all; a request Bedrock refuses (validation, access,
 //! unknown model) fails at once.
@@ -27,16 +27,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use aws_sdk_bedrockruntime::config::retry::RetryConfig;
-use aws_sdk_bedrockruntime::config::timeout::TimeoutConfig;
-use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_bedrockruntime::primitives::Blob;
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
 use super::{EmbedError, Embedder};
+use crate::platform::aws::{self, DispatchRetry, FailureKind};
 
 /// Longest text sent, in characters. Titan v1 reads at most 8,192 tokens
 /// (v2: 8,192 tokens or 50,000 characters); 30,000 characters of prose is
@@ -145,45 +141,17 @@ impl BedrockEmbedder {
             bail!("embeddings.dimensions must be positive");
         }
 
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(5).min(config.attempt_timeout))
-            .operation_attempt_timeout(config.attempt_timeout)
-            .build();
-        let endpoint_url = config.endpoint_url.as_deref().filter(|u| !u.is_empty());
-        let sdk_config = match &config.static_credentials {
-            Some((access_key, secret)) => {
-                let mut builder = aws_sdk_bedrockruntime::Config::builder()
-                    .behavior_version(BehaviorVersion::latest())
-                    .region(Region::new(config.region.clone()))
-                    .credentials_provider(Credentials::new(
-                        access_key,
-                        secret,
-                        None,
-                        None,
-                        "kedai-static",
-                    ))
-                    .retry_config(RetryConfig::disabled())
-                    .timeout_config(timeouts);
-                if let Some(url) = endpoint_url {
-                    builder = builder.endpoint_url(url);
-                }
-                builder.build()
-            }
-            None => {
-                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .region(Region::new(config.region.clone()));
-                if let Some(url) = endpoint_url {
-                    loader = loader.endpoint_url(url);
-                }
-                let shared = loader.load().await;
-                aws_sdk_bedrockruntime::config::Builder::from(&shared)
-                    .retry_config(RetryConfig::disabled())
-                    .timeout_config(timeouts)
-                    .build()
-            }
-        };
+        let client = aws::bedrock_client(
+            &aws::ClientConfig {
+                region: config.region,
+                endpoint_url: config.endpoint_url,
+                static_credentials: config.static_credentials,
+            },
+            config.attempt_timeout,
+        )
+        .await;
         Ok(BedrockEmbedder {
-            client: aws_sdk_bedrockruntime::Client::from_conf(sdk_config),
+            client,
             model_id: config.model_id,
             dimensions: config.dimensions,
             sends_dimensions,
@@ -255,7 +223,7 @@ impl BedrockEmbedder {
             };
             let failure = match outcome {
                 Ok(output) => return parse_embedding(output.body().as_ref(), self.dimensions),
-                Err(error) => classify(&error),
+                Err(error) => aws::classify(&error, DispatchRetry::IoAndTimeouts),
             };
             tracing::debug!(
                 model = %self.model_id,
@@ -319,70 +287,6 @@ impl Embedder for BedrockEmbedder {
             .try_collect()
             .await
     }
-}
-
-/// What to do about a failed call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FailureKind {
-    /// Bedrock asks us to slow down: retry later.
-    Throttled,
-    /// Bedrock or the network had a bad moment: retry.
-    Transient,
-    /// Retrying would get the same answer.
-    Permanent,
-}
-
-#[derive(Debug)]
-struct Failure {
-    kind: FailureKind,
-    message: String,
-}
-
-/// Sorts an error code and HTTP status into what to do about them.
-fn classify_code(code: Option<&str>, status: Option<u16>) -> FailureKind {
-    match code {
-        Some(
-            "ThrottlingException" | "ServiceQuotaExceededException" | "TooManyRequestsException",
-        ) => FailureKind::Throttled,
-        Some(
-            "ServiceUnavailableException"
-            | "ModelNotReadyException"
-            | "InternalServerException"
-            | "ModelTimeoutException",
-        ) => FailureKind::Transient,
-        _ => match status {
-            Some(429) => FailureKind::Throttled,
-            Some(s) if s >= 500 => FailureKind::Transient,
-            _ => FailureKind::Permanent,
-        },
-    }
-}
-
-fn classify<E>(error: &SdkError<E, HttpResponse>) -> Failure
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let status = error.raw_response().map(|r| r.status().as_u16());
-    let kind = match error {
-        SdkError::TimeoutError(_) => FailureKind::Transient,
-        SdkError::DispatchFailure(failure) if failure.is_io() || failure.is_timeout() => {
-            FailureKind::Transient
-        }
-        SdkError::ServiceError(_) | SdkError::ResponseError(_) => {
-            classify_code(error.code(), status)
-        }
-        _ => FailureKind::Permanent,
-    };
-    let message = match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_string(),
-        _ => DisplayErrorContext(error).to_string(),
-    };
-    let message = match status {
-        Some(status) => format!("HTTP {status}: {message}"),
-        None => message,
-    };
-    Failure { kind, message }
 }
 
 /// The wait after failed attempt `attempt` (1-based): `initial * 2^(attempt-1)`,
@@ -462,34 +366,6 @@ mod tests {
             parse_embedding(b"not json", 2),
             Err(EmbedError::Failed(_))
         ));
-    }
-
-    #[test]
-    fn errors_are_sorted_into_throttling_transient_and_permanent() {
-        use FailureKind::*;
-        assert_eq!(
-            classify_code(Some("ThrottlingException"), Some(429)),
-            Throttled
-        );
-        assert_eq!(classify_code(None, Some(429)), Throttled);
-        assert_eq!(
-            classify_code(Some("ModelNotReadyException"), Some(429)),
-            Transient
-        );
-        assert_eq!(
-            classify_code(Some("ServiceUnavailableException"), Some(503)),
-            Transient
-        );
-        assert_eq!(classify_code(None, Some(502)), Transient);
-        assert_eq!(
-            classify_code(Some("ValidationException"), Some(400)),
-            Permanent
-        );
-        assert_eq!(
-            classify_code(Some("AccessDeniedException"), Some(403)),
-            Permanent
-        );
-        assert_eq!(classify_code(None, Some(404)), Permanent);
     }
 
     #[test]

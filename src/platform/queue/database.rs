@@ -149,6 +149,40 @@ impl DatabaseQueue {
         (id, row)
     }
 
+    /// Enqueues messages inside the caller's transaction, visible after
+    /// `delay`: they exist exactly when the transaction commits. Call
+    /// [`DatabaseQueue::committed`] after the commit to wake receivers.
+    pub async fn send_in<C: sea_orm::ConnectionTrait>(
+        &self,
+        conn: &C,
+        messages: &[(String, Option<String>)],
+        delay: Duration,
+    ) -> Result<Vec<String>, QueueError> {
+        let now = OffsetDateTime::now_utc();
+        let visible_at = now + delay;
+        let (ids, rows): (Vec<String>, Vec<entity::ActiveModel>) = messages
+            .iter()
+            .map(|(body, group)| {
+                let (id, mut row) = self.new_row(body, group.as_deref(), now);
+                row.visible_at = Set(visible_at);
+                (id, row)
+            })
+            .unzip();
+        for chunk in rows.chunks(100) {
+            Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(conn)
+                .await?;
+        }
+        Ok(ids)
+    }
+
+    /// Wakes this process's waiting receivers after a [`send_in`] commit.
+    ///
+    /// [`send_in`]: DatabaseQueue::send_in
+    pub fn committed(&self) {
+        self.arrivals.notify_waiters();
+    }
+
     /// Whether any message of this queue is visible (a cheap read, so an
     /// idle poll does not take the write lock).
     async fn any_visible(&self, now: OffsetDateTime) -> Result<bool, QueueError> {
@@ -253,6 +287,10 @@ impl DatabaseQueue {
 impl Queue for DatabaseQueue {
     fn backend(&self) -> &'static str {
         "database"
+    }
+
+    fn as_database(&self) -> Option<&DatabaseQueue> {
+        Some(self)
     }
 
     async fn send(&self, body: &str, group: Option<&str>) -> Result<String, QueueError> {

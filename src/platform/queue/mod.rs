@@ -88,6 +88,12 @@ pub trait Queue: Send + Sync + 'static {
     /// `"database"` or `"sqs"`, for logs and metrics labels.
     fn backend(&self) -> &'static str;
 
+    /// The database queue, whose messages can be enqueued inside the
+    /// caller's transaction; `None` for SQS.
+    fn as_database(&self) -> Option<&database::DatabaseQueue> {
+        None
+    }
+
     /// Enqueues one message; returns its id.
     async fn send(&self, body: &str, group: Option<&str>) -> Result<String, QueueError>;
 

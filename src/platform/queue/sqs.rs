@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
@@ -47,52 +46,13 @@ const MAX_WAIT_SECONDS: i32 = 20;
 /// Longest visibility timeout SQS accepts (12 hours).
 const MAX_VISIBILITY_SECONDS: i32 = 43_200;
 
-/// How to reach SQS.
-#[derive(Debug, Clone, Default)]
-pub struct SqsClientConfig {
-    pub region: String,
-    /// An emulator or a VPC endpoint; `None` for AWS itself.
-    pub endpoint_url: Option<String>,
-    /// (access key id, secret). With them nothing outside this config is
-    /// read; without them the default AWS chain is used (environment,
-    /// profile, web identity, container, instance metadata).
-    pub static_credentials: Option<(String, String)>,
-}
+/// How to reach SQS: region, endpoint (an emulator or a VPC endpoint) and
+/// optional static credentials, as for any AWS client.
+pub type SqsClientConfig = crate::platform::aws::ClientConfig;
 
 /// Builds an SQS client.
 pub async fn client(config: &SqsClientConfig) -> aws_sdk_sqs::Client {
-    let endpoint_url = config
-        .endpoint_url
-        .as_deref()
-        .map(str::trim)
-        .filter(|u| !u.is_empty());
-    let sdk_config = match &config.static_credentials {
-        Some((access_key, secret)) => {
-            let mut builder = aws_sdk_sqs::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new(config.region.clone()))
-                .credentials_provider(Credentials::new(
-                    access_key,
-                    secret,
-                    None,
-                    None,
-                    "kedai-static",
-                ));
-            if let Some(url) = endpoint_url {
-                builder = builder.endpoint_url(url);
-            }
-            builder.build()
-        }
-        None => {
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(Region::new(config.region.clone()));
-            if let Some(url) = endpoint_url {
-                loader = loader.endpoint_url(url);
-            }
-            aws_sdk_sqs::config::Builder::from(&loader.load().await).build()
-        }
-    };
-    aws_sdk_sqs::Client::from_conf(sdk_config)
+    aws_sdk_sqs::Client::new(&crate::platform::aws::sdk_config(config).await)
 }
 
 #[derive(Debug, Clone)]

@@ -1,0 +1,434 @@
+//! The back-office: who may see what (anonymous → sign-in, shopper → 403,
+//! support vs owner), CSRF on every form, the audit log, the setup link and
+//! the conversation inbox with take over / reply / note / release.
+
+use kedai::admin::{self, Role};
+use kedai::chat::store::{conversation, message};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+use crate::helpers::{Backend, Browser, TestApp, between, spawn_app_with, visitor_cookie};
+
+const PASSWORD: &str = "correct horse battery";
+
+impl Browser {
+    /// A browser on the back-office's sign-in page.
+    async fn open_admin(app: &TestApp) -> Browser {
+        Browser::open_at(app, "/admin/login", "kedai_admin").await
+    }
+
+    async fn sign_in(app: &TestApp, email: &str) -> Browser {
+        let mut browser = Browser::open_admin(app).await;
+        let response = browser
+            .post(
+                app,
+                "/admin/login",
+                &[("email", email), ("password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(response.status(), 303, "{email} signs in");
+        assert_eq!(response.headers()["location"], "/admin");
+        assert!(browser.session.is_some());
+        browser
+    }
+}
+
+async fn app_with_admins(backend: Backend) -> Option<TestApp> {
+    let app = spawn_app_with(backend, &[]).await?;
+    for (email, role) in [
+        ("owner@shop.test", Role::Owner),
+        ("staff@shop.test", Role::Staff),
+        ("support@shop.test", Role::Support),
+    ] {
+        admin::create(&app.context.writer, email, "", role, PASSWORD)
+            .await
+            .unwrap();
+    }
+    Some(app)
+}
+
+async fn authorization_follows_roles(backend: Backend) {
+    let Some(app) = app_with_admins(backend).await else {
+        return;
+    };
+    // Anonymous: every page leads to the sign-in page.
+    for path in [
+        "/admin",
+        "/admin/conversations",
+        "/admin/conversations/1",
+        "/admin/audit",
+    ] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 303, "{path}");
+        assert_eq!(response.headers()["location"], "/admin/login", "{path}");
+    }
+    // A signed-in shopper is refused, not invited to sign in.
+    let shopper = shopper_session(&app).await;
+    let response = app
+        .client
+        .get(format!("{}/admin", app.address))
+        .header("Cookie", shopper)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+
+    let support = Browser::sign_in(&app, "support@shop.test").await;
+    assert_eq!(support.get(&app, "/admin").await.status(), 200);
+    assert_eq!(
+        support.get(&app, "/admin/conversations").await.status(),
+        200
+    );
+    assert_eq!(
+        support.get(&app, "/admin/audit").await.status(),
+        403,
+        "support cannot read the audit log"
+    );
+    let staff = Browser::sign_in(&app, "staff@shop.test").await;
+    assert_eq!(staff.get(&app, "/admin/audit").await.status(), 403);
+    let owner = Browser::sign_in(&app, "owner@shop.test").await;
+    let audit = owner.get(&app, "/admin/audit").await;
+    assert_eq!(audit.status(), 200);
+    let html = audit.text().await.unwrap();
+    assert!(
+        html.contains("support@shop.test") && html.contains("sign_in"),
+        "sign-ins are audited"
+    );
+
+    // Wrong password: 401 and no session; the throttle holds after 5 tries.
+    let mut stranger = Browser::open_admin(&app).await;
+    let response = stranger
+        .post(
+            &app,
+            "/admin/login",
+            &[
+                ("email", "owner@shop.test"),
+                ("password", "wrong password!"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 401);
+    assert!(stranger.session.is_none());
+    let mut last = 0;
+    for _ in 0..6 {
+        last = stranger
+            .post(
+                &app,
+                "/admin/login",
+                &[
+                    ("email", "owner@shop.test"),
+                    ("password", "wrong password!"),
+                ],
+            )
+            .await
+            .status()
+            .as_u16();
+    }
+    assert_eq!(last, 429);
+}
+
+#[tokio::test]
+async fn authorization_follows_roles_sqlite() {
+    authorization_follows_roles(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn authorization_follows_roles_postgres() {
+    authorization_follows_roles(Backend::Postgres).await;
+}
+
+/// A signed-in shopper's session cookie.
+async fn shopper_session(app: &TestApp) -> String {
+    let response = app.get("/account/signup").await;
+    let visitor = visitor_cookie(&response).unwrap();
+    let html = response.text().await.unwrap();
+    let csrf = between(&html, "name=\"csrf_token\" value=\"", "\"")[0].to_string();
+    let response = app
+        .client
+        .post(format!("{}/account/signup", app.address))
+        .header("Cookie", &visitor)
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("name", "Siti"),
+            ("email", "siti@example.com"),
+            ("phone", ""),
+            ("password", "a long shopper password"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let session = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|v| v.starts_with("kedai_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    format!("{visitor}; {session}")
+}
+
+#[tokio::test]
+async fn the_inbox_takes_over_replies_notes_and_releases_with_csrf_and_audit() {
+    let Some(app) = app_with_admins(Backend::Sqlite).await else {
+        return;
+    };
+    // A shopper wrote; the bot answered.
+    let phone = "+60121110060";
+    crate::chat::whatsapp_signed(&app, phone, "hello", "SMadm1").await;
+    app.context.chat.drain(100).await.unwrap();
+    let conv = conversation::Entity::find()
+        .filter(conversation::Column::Identity.eq(phone))
+        .one(&app.context.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let path = format!("/admin/conversations/{}", conv.id);
+
+    let mut support = Browser::sign_in(&app, "support@shop.test").await;
+    let list = support
+        .get(&app, "/admin/conversations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(list.contains(phone), "the inbox lists the conversation");
+    let page = support.get(&app, &path).await.text().await.unwrap();
+    assert!(page.contains("hello") && page.contains("Take over"));
+
+    // Without the CSRF token nothing changes.
+    let forged = support
+        .post_with(&app, &format!("{path}/takeover"), "forged", &[])
+        .await;
+    assert_eq!(forged.status(), 403);
+    assert_eq!(
+        kedai::chat::store::conversation(&app.context.db, conv.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "bot"
+    );
+
+    assert_eq!(
+        support
+            .post(&app, &format!("{path}/takeover"), &[])
+            .await
+            .status(),
+        303
+    );
+    let page = support.get(&app, &path).await.text().await.unwrap();
+    assert!(
+        page.contains("Release to the assistant"),
+        "the holder sees reply and release"
+    );
+    assert_eq!(
+        support
+            .post(
+                &app,
+                &format!("{path}/reply"),
+                &[("text", "Hi, Nadia here. How can I help?")]
+            )
+            .await
+            .status(),
+        303
+    );
+    assert_eq!(
+        support
+            .post(
+                &app,
+                &format!("{path}/note"),
+                &[("text", "Regular customer; VIP.")]
+            )
+            .await
+            .status(),
+        303
+    );
+    // Another admin cannot reply while support holds it.
+    let mut staff = Browser::sign_in(&app, "staff@shop.test").await;
+    let held = staff
+        .post(&app, &format!("{path}/reply"), &[("text", "me too")])
+        .await;
+    assert_eq!(
+        held.headers()["location"].to_str().unwrap(),
+        format!("{path}?notice=not_taken")
+    );
+    assert_eq!(
+        support
+            .post(&app, &format!("{path}/release"), &[])
+            .await
+            .status(),
+        303
+    );
+
+    let history = message::Entity::find()
+        .filter(message::Column::ConversationId.eq(conv.id))
+        .all(&app.context.db)
+        .await
+        .unwrap();
+    let human: Vec<&message::Model> = history.iter().filter(|m| m.role == "human").collect();
+    assert_eq!(human.len(), 2);
+    assert_eq!(
+        human[0].status, "sent",
+        "the reply went out through the messaging adapter"
+    );
+    assert_eq!(human[1].kind, "note");
+    assert_eq!(human[1].status, "recorded", "a note is never sent");
+    let sent = kedai::platform::messaging::list(&app.context.db, Some(phone), 10)
+        .await
+        .unwrap();
+    assert!(
+        sent.iter()
+            .any(|m| m.body == "Hi, Nadia here. How can I help?")
+    );
+    assert!(!sent.iter().any(|m| m.body.contains("VIP")));
+
+    let entries = admin::audit_log(&app.context.db, 50).await.unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.admin_email == "support@shop.test")
+        .map(|e| e.action.as_str())
+        .collect();
+    for action in [
+        "conversation_takeover",
+        "conversation_reply",
+        "conversation_note",
+        "conversation_release",
+    ] {
+        assert!(actions.contains(&action), "{action} audited: {actions:?}");
+    }
+    let takeover = entries
+        .iter()
+        .find(|e| e.action == "conversation_takeover")
+        .unwrap();
+    assert!(takeover.before.as_deref().unwrap().contains("\"bot\""));
+    assert!(takeover.after.as_deref().unwrap().contains("\"human\""));
+}
+
+#[tokio::test]
+async fn an_empty_install_offers_a_one_time_setup_link() {
+    let Some(app) = spawn_app_with(Backend::Sqlite, &[]).await else {
+        return;
+    };
+    assert_eq!(admin::count(&app.context.db).await.unwrap(), 0);
+    let token = admin::issue_setup_token(&app.context.writer)
+        .await
+        .unwrap()
+        .unwrap();
+    let path = format!("/admin/setup/{token}");
+    let response = app.get(&path).await;
+    assert_eq!(response.status(), 200);
+    let visitor = visitor_cookie(&response).unwrap();
+    let html = response.text().await.unwrap();
+    let csrf = between(&html, "name=\"csrf_token\" value=\"", "\"")[0].to_string();
+    let post = |password: &'static str| {
+        app.client
+            .post(format!("{}{path}", app.address))
+            .header("Cookie", &visitor)
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("name", "Aminah"),
+                ("email", "aminah@shop.test"),
+                ("password", password),
+            ])
+            .send()
+    };
+    assert_eq!(
+        post("short").await.unwrap().status(),
+        422,
+        "a short password is refused"
+    );
+    assert_eq!(post(PASSWORD).await.unwrap().status(), 303);
+    assert_eq!(admin::count(&app.context.db).await.unwrap(), 1);
+    assert_eq!(app.get(&path).await.status(), 404, "the link works once");
+    assert!(
+        admin::issue_setup_token(&app.context.writer)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    Browser::sign_in(&app, "aminah@shop.test").await;
+}
+
+#[tokio::test]
+async fn kedai_admin_create_reads_the_password_from_stdin() {
+    use std::io::Write;
+    let Some(app) = spawn_app_with(Backend::Sqlite, &[]).await else {
+        return;
+    };
+    let url = app.database.url().to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kedai"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("KEDAI") || key == "RUST_LOG" {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
+            .args([
+                "admin",
+                "create",
+                "--email",
+                "Nadia@Shop.test",
+                "--role",
+                "support",
+                "--name",
+                "Nadia",
+            ])
+            .env("KEDAI__DATABASE__URL", url)
+            .env("KEDAI__LOG__LEVEL", "error")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{PASSWORD}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        printed.contains("created support admin nadia@shop.test"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains(PASSWORD),
+        "a password given on stdin is not echoed"
+    );
+    let browser = Browser::sign_in(&app, "nadia@shop.test").await;
+    assert_eq!(browser.get(&app, "/admin/audit").await.status(), 403);
+}
+
+#[tokio::test]
+async fn the_simulator_is_off_when_configured_off() {
+    let Some(app) = spawn_app_with(Backend::Sqlite, &[("admin.simulator", "false")]).await else {
+        return;
+    };
+    admin::create(
+        &app.context.writer,
+        "owner@shop.test",
+        "",
+        Role::Owner,
+        PASSWORD,
+    )
+    .await
+    .unwrap();
+    let owner = Browser::sign_in(&app, "owner@shop.test").await;
+    assert_eq!(owner.get(&app, "/admin/simulator").await.status(), 404);
+    let page = owner.get(&app, "/admin").await.text().await.unwrap();
+    assert!(!page.contains("/admin/simulator"), "not in the navigation");
+}
