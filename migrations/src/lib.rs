@@ -13,6 +13,7 @@ mod m20261125_000006_knowledge;
 mod m20261125_000007_chat_queue;
 mod m20261125_000008_conversations;
 mod m20261125_000009_admin;
+mod m20261203_000010_phone_verification;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000007_chat_queue::Migration),
             Box::new(m20261125_000008_conversations::Migration),
             Box::new(m20261125_000009_admin::Migration),
+            Box::new(m20261203_000010_phone_verification::Migration),
         ]
     }
 }

@@ -423,6 +423,39 @@ impl Phrases {
         }
     }
 
+    pub fn linked(language: Language, name: &str) -> String {
+        match language {
+            Language::English => format!(
+                "Thanks, {name}: this WhatsApp number is now linked to your account. Ask me about your orders any time."
+            ),
+            Language::Malay => format!(
+                "Terima kasih, {name}: nombor WhatsApp ini kini dipautkan kepada akaun anda. Tanya saya tentang pesanan anda bila-bila masa."
+            ),
+        }
+    }
+
+    pub fn link_wrong(language: Language) -> &'static str {
+        match language {
+            Language::English => {
+                "That code doesn't match. Please check it on your account page and send it again, exactly as shown."
+            }
+            Language::Malay => {
+                "Kod itu tidak sepadan. Sila semak di halaman akaun anda dan hantar sekali lagi, tepat seperti yang ditunjukkan."
+            }
+        }
+    }
+
+    pub fn link_unknown(language: Language) -> &'static str {
+        match language {
+            Language::English => {
+                "There's no code waiting for this WhatsApp number (codes work for 30 minutes). Make a new one on your account page, with this number saved in your details."
+            }
+            Language::Malay => {
+                "Tiada kod menunggu untuk nombor WhatsApp ini (kod sah selama 30 minit). Buat kod baharu di halaman akaun anda, dengan nombor ini disimpan dalam butiran anda."
+            }
+        }
+    }
+
     pub fn unknown_order(language: Language) -> &'static str {
         match language {
             Language::English => {

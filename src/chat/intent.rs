@@ -252,6 +252,21 @@ pub fn order_reference(text: &str) -> Option<String> {
 }
 
 /// The intent of a whole turn (its messages joined).
+/// The code of an account-linking message (`LINK 123456`, also "verify",
+/// Malay "sahkan" / "pautkan"), sent from WhatsApp to prove the account's
+/// number: the whole message is the command word and six digits.
+pub fn link_code(text: &str) -> Option<String> {
+    let lowered = text.trim().to_lowercase();
+    let rest = ["link", "verify", "sahkan", "pautkan"]
+        .iter()
+        .find_map(|word| lowered.strip_prefix(word))?;
+    let digits: String = rest
+        .chars()
+        .filter(|c| !matches!(c, ' ' | ':' | '#' | '-'))
+        .collect();
+    (digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+}
+
 pub fn classify(text: &str) -> Intent {
     let lower = text.to_lowercase();
     let words = words(text);
@@ -360,5 +375,18 @@ mod tests {
             order_reference("my order 0a1b2c3d pls"),
             Some("0a1b2c3d".into())
         );
+    }
+
+    #[test]
+    fn link_codes_are_the_command_word_and_six_digits() {
+        assert_eq!(link_code("LINK 123456").as_deref(), Some("123456"));
+        assert_eq!(link_code(" link: 123 456 ").as_deref(), Some("123456"));
+        assert_eq!(link_code("Sahkan 000042").as_deref(), Some("000042"));
+        assert_eq!(link_code("verify #987654").as_deref(), Some("987654"));
+        assert_eq!(link_code("link 12345"), None);
+        assert_eq!(link_code("link 1234567"), None);
+        assert_eq!(link_code("please link my order 123456"), None);
+        assert_eq!(link_code("where is my order 123456"), None);
+        assert_eq!(link_code("linkage 123456"), None);
     }
 }

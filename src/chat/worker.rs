@@ -399,10 +399,14 @@ impl Assistant {
                 ));
             }
         }
-        if conv.customer_id.is_none()
-            && let Some(phone) = conv.phone.as_deref()
-        {
-            conv.customer_id = link_customer(&inner.writer, conv.id, phone).await?;
+        if let Some(phone) = conv.phone.as_deref() {
+            // Checked every turn: the account's number may have changed or
+            // been verified since.
+            let verified = crate::customers::verified_by_phone(&inner.writer.db, phone).await?;
+            if verified != conv.customer_id {
+                set_customer(&inner.writer, conv.id, verified).await?;
+                conv.customer_id = verified;
+            }
         }
         let started = Instant::now();
         let reply = match self.compose(&conv, &waiting, job).await {
@@ -444,6 +448,9 @@ impl Assistant {
         if text.is_empty() {
             // Media only: we cannot look at pictures yet.
             return Ok(Reply::escalation(language, "media"));
+        }
+        if let Some(code) = waiting.iter().find_map(|m| intent::link_code(&m.body)) {
+            return Ok(self.link_account(conv, &code, language).await?);
         }
         let complaint = intent::is_complaint(&text);
         let dissatisfaction = if complaint {
@@ -554,6 +561,40 @@ impl Assistant {
                 }
             }
         }
+    }
+
+    /// A `LINK 123456` message: the code from the account page proves this
+    /// WhatsApp number belongs to the account, which links the two.
+    async fn link_account(
+        &self,
+        conv: &conversation::Model,
+        code: &str,
+        language: Language,
+    ) -> Result<Reply, sea_orm::DbErr> {
+        let Some(phone) = conv.phone.as_deref() else {
+            return Ok(Reply::text(Phrases::link_unknown(language)));
+        };
+        let writer = &self.inner.writer;
+        Ok(
+            match crate::customers::verify_phone_code(writer, phone, code).await? {
+                crate::customers::CodeCheck::Verified { customer_id, name } => {
+                    set_customer(writer, conv.id, Some(customer_id)).await?;
+                    metrics::counter!("kedai_chat_account_links_total", "outcome" => "verified")
+                        .increment(1);
+                    Reply::text(Phrases::linked(language, &name))
+                }
+                crate::customers::CodeCheck::Wrong { .. } => {
+                    metrics::counter!("kedai_chat_account_links_total", "outcome" => "wrong_code")
+                        .increment(1);
+                    Reply::text(Phrases::link_wrong(language))
+                }
+                crate::customers::CodeCheck::NothingPending => {
+                    metrics::counter!("kedai_chat_account_links_total", "outcome" => "nothing_pending")
+                        .increment(1);
+                    Reply::text(Phrases::link_unknown(language))
+                }
+            },
+        )
     }
 
     /// Tells the shopper we are slow, once per turn.
@@ -896,26 +937,20 @@ async fn set_dissatisfaction(
 
 /// Links the conversation to the customer account with this phone number
 /// (WhatsApp has verified that the sender owns the number).
-async fn link_customer(
+/// Points a conversation at the account whose verified number it is (or at
+/// none).
+async fn set_customer(
     writer: &crate::platform::db::Writer,
     conversation_id: i64,
-    phone: &str,
-) -> Result<Option<i64>, sea_orm::DbErr> {
-    use crate::customers::entity::customer;
-    let Some(found) = customer::Entity::find()
-        .filter(customer::Column::Phone.eq(phone))
-        .one(&writer.db)
-        .await?
-    else {
-        return Ok(None);
-    };
+    customer_id: Option<i64>,
+) -> Result<(), sea_orm::DbErr> {
     let _permit = writer.permit().await;
     conversation::Entity::update_many()
-        .col_expr(conversation::Column::CustomerId, Expr::value(found.id))
+        .col_expr(conversation::Column::CustomerId, Expr::value(customer_id))
         .filter(conversation::Column::Id.eq(conversation_id))
         .exec(&writer.db)
         .await?;
-    Ok(Some(found.id))
+    Ok(())
 }
 
 #[cfg(test)]

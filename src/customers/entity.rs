@@ -19,6 +19,14 @@ pub mod customer {
         pub whatsapp_opt_in: bool,
         pub created_at: time::OffsetDateTime,
         pub updated_at: time::OffsetDateTime,
+        /// When the shopper proved `phone` is theirs (a code sent from
+        /// WhatsApp); cleared whenever the number changes.
+        pub phone_verified_at: Option<time::OffsetDateTime>,
+        /// SHA-256 (hex) of the pending verification code.
+        pub phone_code_hash: Option<String>,
+        pub phone_code_expires_at: Option<time::OffsetDateTime>,
+        /// Wrong codes tried against the pending one.
+        pub phone_code_attempts: i32,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -28,6 +28,8 @@ pub struct Customer {
     pub name: String,
     pub phone: Option<String>,
     pub whatsapp_opt_in: bool,
+    /// The shopper proved `phone` is theirs by sending a code from it.
+    pub phone_verified: bool,
 }
 
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -346,5 +348,48 @@ pub async fn find(db: &DatabaseConnection, id: i64) -> Result<Option<Customer>, 
         name: c.name,
         phone: c.phone,
         whatsapp_opt_in: c.whatsapp_opt_in,
+        phone_verified: c.phone_verified_at.is_some(),
     }))
+}
+
+/// How long a WhatsApp verification code works, and how many wrong codes
+/// void it.
+pub const PHONE_CODE_TTL: Duration = Duration::from_secs(30 * 60);
+pub const PHONE_CODE_ATTEMPTS: i32 = 5;
+
+pub use repo::CodeCheck;
+
+/// Makes a six-digit code that proves the account's WhatsApp number once
+/// the shopper sends it from that number (`LINK 123456`); returns the code
+/// to show. A new code replaces the one before.
+pub async fn start_phone_verification(writer: &Writer, id: i64) -> Result<String, AccountError> {
+    // 122 random bits from the OS's generator; the modulo bias over a
+    // million is far below anything a guesser could use.
+    let code = format!("{:06}", uuid::Uuid::new_v4().as_u128() % 1_000_000);
+    let expires_at = time::OffsetDateTime::now_utc() + PHONE_CODE_TTL;
+    if !repo::set_phone_code(writer, id, token_hash(&code), expires_at).await? {
+        return Err(AccountError::Invalid(
+            "Add your WhatsApp number to your details first.".into(),
+        ));
+    }
+    Ok(code)
+}
+
+/// Checks a code that arrived on WhatsApp from `phone` (Twilio vouches for
+/// the sender); a match marks the account's number verified.
+pub async fn verify_phone_code(
+    writer: &Writer,
+    phone: &str,
+    code: &str,
+) -> Result<CodeCheck, sea_orm::DbErr> {
+    repo::check_phone_code(writer, phone, &token_hash(code), PHONE_CODE_ATTEMPTS).await
+}
+
+/// The account whose verified WhatsApp number is `phone`: the only account
+/// the assistant may tell that number about.
+pub async fn verified_by_phone(
+    db: &DatabaseConnection,
+    phone: &str,
+) -> Result<Option<i64>, sea_orm::DbErr> {
+    repo::verified_by_phone(db, phone).await
 }

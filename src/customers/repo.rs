@@ -28,6 +28,10 @@ pub async fn create(writer: &Writer, new: NewCustomer) -> Result<Option<i64>, Db
         whatsapp_opt_in: Set(new.whatsapp_opt_in),
         created_at: Set(now),
         updated_at: Set(now),
+        phone_verified_at: Set(None),
+        phone_code_hash: Set(None),
+        phone_code_expires_at: Set(None),
+        phone_code_attempts: Set(0),
     })
     .exec(&writer.db)
     .await;
@@ -82,8 +86,12 @@ pub async fn update_profile(
     whatsapp_opt_in: bool,
 ) -> Result<bool, DbErr> {
     use sea_orm::sea_query::Expr;
-    let _permit = writer.permit().await;
-    let result = customer::Entity::update_many()
+    let (txn, _permit) = writer.begin().await?;
+    let before = customer::Entity::find_by_id(id).one(&txn).await?;
+    // A new number (or none) is not proven: the old proof and any pending
+    // code were for the old one.
+    let phone_changed = before.is_some_and(|c| c.phone != phone);
+    let mut update = customer::Entity::update_many()
         .col_expr(customer::Column::Name, Expr::value(name))
         .col_expr(customer::Column::Email, Expr::value(email))
         .col_expr(customer::Column::Phone, Expr::value(phone))
@@ -95,12 +103,30 @@ pub async fn update_profile(
             customer::Column::UpdatedAt,
             Expr::value(OffsetDateTime::now_utc()),
         )
-        .filter(customer::Column::Id.eq(id))
-        .exec(&writer.db)
-        .await;
-    match result {
-        Ok(_) => Ok(true),
+        .filter(customer::Column::Id.eq(id));
+    if phone_changed {
+        update = update
+            .col_expr(
+                customer::Column::PhoneVerifiedAt,
+                Expr::value(Option::<OffsetDateTime>::None),
+            )
+            .col_expr(
+                customer::Column::PhoneCodeHash,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                customer::Column::PhoneCodeExpiresAt,
+                Expr::value(Option::<OffsetDateTime>::None),
+            )
+            .col_expr(customer::Column::PhoneCodeAttempts, Expr::value(0));
+    }
+    match update.exec(&txn).await {
+        Ok(_) => {
+            txn.commit().await?;
+            Ok(true)
+        }
         Err(error) if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            txn.rollback().await?;
             Ok(false)
         }
         Err(error) => Err(error),
@@ -197,4 +223,114 @@ pub async fn consume_reset(
         .await?;
     txn.commit().await?;
     Ok(Some(reset.customer_id))
+}
+
+/// Stores a new pending verification code for the account's current
+/// number (replacing any earlier one); `Ok(false)` when the account has no
+/// number.
+pub async fn set_phone_code(
+    writer: &Writer,
+    id: i64,
+    code_hash: String,
+    expires_at: OffsetDateTime,
+) -> Result<bool, DbErr> {
+    use sea_orm::sea_query::Expr;
+    let _permit = writer.permit().await;
+    let result = customer::Entity::update_many()
+        .col_expr(customer::Column::PhoneCodeHash, Expr::value(code_hash))
+        .col_expr(
+            customer::Column::PhoneCodeExpiresAt,
+            Expr::value(expires_at),
+        )
+        .col_expr(customer::Column::PhoneCodeAttempts, Expr::value(0))
+        .filter(customer::Column::Id.eq(id))
+        .filter(customer::Column::Phone.is_not_null())
+        .exec(&writer.db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// What a code sent from a WhatsApp number did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeCheck {
+    /// The code matched: the number is now verified for this account.
+    Verified { customer_id: i64, name: String },
+    /// No account with this number has a code waiting (or it expired, or
+    /// was voided by too many wrong tries).
+    NothingPending,
+    /// Wrong code; this many tries are left before it is void.
+    Wrong { tries_left: i32 },
+}
+
+/// Checks a code sent from `phone` against the pending code of the account
+/// with that number. A match verifies the number and uses the code up; a
+/// wrong code counts against it, and `max_attempts` wrong ones void it.
+pub async fn check_phone_code(
+    writer: &Writer,
+    phone: &str,
+    code_hash: &str,
+    max_attempts: i32,
+) -> Result<CodeCheck, DbErr> {
+    use sea_orm::sea_query::Expr;
+    let (txn, _permit) = writer.begin().await?;
+    let now = OffsetDateTime::now_utc();
+    let Some(account) = customer::Entity::find()
+        .filter(customer::Column::Phone.eq(phone))
+        .filter(customer::Column::PhoneCodeHash.is_not_null())
+        .filter(customer::Column::PhoneCodeExpiresAt.gt(now))
+        .one(&txn)
+        .await?
+    else {
+        txn.rollback().await?;
+        return Ok(CodeCheck::NothingPending);
+    };
+    let stored = account.phone_code_hash.as_deref().unwrap_or_default();
+    let matches = crate::web::constant_time_eq(stored.as_bytes(), code_hash.as_bytes());
+    let outcome = if matches {
+        customer::Entity::update_many()
+            .col_expr(customer::Column::PhoneVerifiedAt, Expr::value(now))
+            .col_expr(
+                customer::Column::PhoneCodeHash,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                customer::Column::PhoneCodeExpiresAt,
+                Expr::value(Option::<OffsetDateTime>::None),
+            )
+            .col_expr(customer::Column::PhoneCodeAttempts, Expr::value(0))
+            .filter(customer::Column::Id.eq(account.id))
+            .exec(&txn)
+            .await?;
+        CodeCheck::Verified {
+            customer_id: account.id,
+            name: account.name,
+        }
+    } else {
+        let attempts = account.phone_code_attempts + 1;
+        let mut update = customer::Entity::update_many()
+            .col_expr(customer::Column::PhoneCodeAttempts, Expr::value(attempts))
+            .filter(customer::Column::Id.eq(account.id));
+        if attempts >= max_attempts {
+            update = update.col_expr(
+                customer::Column::PhoneCodeHash,
+                Expr::value(Option::<String>::None),
+            );
+        }
+        update.exec(&txn).await?;
+        CodeCheck::Wrong {
+            tries_left: (max_attempts - attempts).max(0),
+        }
+    };
+    txn.commit().await?;
+    Ok(outcome)
+}
+
+/// The account whose verified number is `phone`.
+pub async fn verified_by_phone(db: &DatabaseConnection, phone: &str) -> Result<Option<i64>, DbErr> {
+    Ok(customer::Entity::find()
+        .filter(customer::Column::Phone.eq(phone))
+        .filter(customer::Column::PhoneVerifiedAt.is_not_null())
+        .one(db)
+        .await?
+        .map(|c| c.id))
 }

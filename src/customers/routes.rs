@@ -27,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/account/logout", web::post().to(submit_logout))
         .route("/account/profile", web::post().to(update_profile))
         .route("/account/password", web::post().to(change_password))
+        .route("/account/whatsapp", web::post().to(verify_whatsapp))
         .route("/account/reset", web::get().to(show_reset_request))
         .route("/account/reset", web::post().to(submit_reset_request))
         .route("/account/reset/{token}", web::get().to(show_reset))
@@ -305,6 +306,38 @@ pub async fn change_password(
     }
 }
 
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// Makes a code that proves the account's WhatsApp number when the shopper
+/// sends it from there; the page shows it once (it is stored hashed).
+pub async fn verify_whatsapp(
+    req: HttpRequest,
+    ctx: web::Data<AppContext>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, AppError> {
+    verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
+    let id = match require_customer(&req, &ctx).await? {
+        Ok(id) => id,
+        Err(redirect) => return Ok(redirect),
+    };
+    match super::start_phone_verification(&ctx.writer, id).await {
+        Ok(code) => account_page_with_code(&req, &ctx, id, 1, None, None, Some(&code)).await,
+        Err(AccountError::Internal(error)) => Err(AppError::Internal(error)),
+        Err(problem) => account_page(&req, &ctx, id, 1, None, Some(&problem.to_string())).await,
+    }
+}
+
+/// The shop's WhatsApp number as a shopper dials it, when one is set.
+fn shop_whatsapp(ctx: &AppContext) -> Option<String> {
+    let from = ctx.settings.twilio.from.trim();
+    let number = from.strip_prefix("whatsapp:").unwrap_or(from);
+    number.starts_with('+').then(|| number.to_string())
+}
+
 pub async fn show_account(
     req: HttpRequest,
     ctx: web::Data<AppContext>,
@@ -333,6 +366,18 @@ async fn account_page(
     page: u64,
     notice: Option<&str>,
     error: Option<&str>,
+) -> Result<HttpResponse, AppError> {
+    account_page_with_code(req, ctx, customer_id, page, notice, error, None).await
+}
+
+async fn account_page_with_code(
+    req: &HttpRequest,
+    ctx: &AppContext,
+    customer_id: i64,
+    page: u64,
+    notice: Option<&str>,
+    error: Option<&str>,
+    phone_code: Option<&str>,
 ) -> Result<HttpResponse, AppError> {
     let Some(customer) = super::find(&ctx.db, customer_id).await? else {
         return Ok(see_other("/account/login"));
@@ -371,6 +416,8 @@ async fn account_page(
         csrf_token: &csrf_token,
         notice,
         error,
+        phone_code,
+        shop_whatsapp: shop_whatsapp(ctx),
     };
     personal(
         req,

@@ -43,6 +43,10 @@ pub struct AccountPage<'a> {
     pub csrf_token: &'a str,
     pub notice: Option<&'a str>,
     pub error: Option<&'a str>,
+    /// A fresh WhatsApp verification code, shown once.
+    pub phone_code: Option<&'a str>,
+    /// The shop's WhatsApp number (`+…`), when configured.
+    pub shop_whatsapp: Option<String>,
 }
 
 #[derive(Template)]

@@ -24,7 +24,7 @@ pub fn authorize(req: &HttpRequest, ctx: &AppContext) -> Result<(), Box<HttpResp
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+    if crate::web::constant_time_eq(presented.as_bytes(), token.as_bytes()) {
         Ok(())
     } else {
         metrics::counter!("kedai_ops_api_rejected_total").increment(1);
@@ -34,16 +34,6 @@ pub fn authorize(req: &HttpRequest, ctx: &AppContext) -> Result<(), Box<HttpResp
                 .json(json!({ "error": "missing or wrong bearer token" })),
         ))
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    use sha2::{Digest, Sha256};
-    // Hashing first makes the comparison independent of the lengths too.
-    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
 }
 
 /// A JSON error with a status.

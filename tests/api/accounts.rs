@@ -2,7 +2,7 @@
 //! sessions, sign-out, and order history that only the owner sees.
 
 use crate::cart::{in_stock_variant, variant_id_of};
-use crate::helpers::{Browser, TestApp, between};
+use crate::helpers::{Backend, Browser, TestApp, between};
 
 crate::on_both_databases!(
     signing_up_signs_in_and_signing_out_ends_the_session,
@@ -12,6 +12,7 @@ crate::on_both_databases!(
     profile_and_password_can_be_changed,
     a_cart_follows_the_account_to_another_browser,
     a_password_is_reset_by_a_single_use_whatsapp_link,
+    the_account_page_verifies_the_whatsapp_number_by_a_code,
 );
 
 async fn a_password_is_reset_by_a_single_use_whatsapp_link(app: TestApp) {
@@ -545,4 +546,217 @@ async fn sessions_in_redis_are_shared_by_replicas() {
             .await
             .unwrap();
     }
+}
+
+/// The account page offers to verify the WhatsApp number: a form post
+/// (CSRF like any other) shows a code once; the code, arriving from that
+/// number, verifies it; a new number is unverified again.
+async fn the_account_page_verifies_the_whatsapp_number_by_a_code(app: TestApp) {
+    let mut browser = Browser::open(&app).await;
+    browser.sign_up(&app, "rina@example.com").await;
+    let html = browser.get(&app, "/account").await.text().await.unwrap();
+    assert!(html.contains("is not verified yet"), "{html}");
+    assert!(html.contains("action=\"/account/whatsapp\""), "{html}");
+
+    let forged = browser
+        .post_with(&app, "/account/whatsapp", "not-the-token", &[])
+        .await;
+    assert_eq!(forged.status(), 403);
+    let page = browser.post(&app, "/account/whatsapp", &[]).await;
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    let code = between(&page, "LINK ", "</strong>")[0].to_string();
+    assert_eq!(code.len(), 6, "{page}");
+    assert!(code.bytes().all(|b| b.is_ascii_digit()), "{code}");
+    // Shown once: the page no longer carries it (only its hash is stored).
+    let html = browser.get(&app, "/account").await.text().await.unwrap();
+    assert!(!html.contains(&code), "{html}");
+
+    // What the assistant does when `LINK <code>` arrives from the number.
+    let verified = kedai::customers::verify_phone_code(&app.context.writer, "+60198765432", &code)
+        .await
+        .unwrap();
+    assert!(
+        matches!(verified, kedai::customers::CodeCheck::Verified { ref name, .. } if name == "Farah Lim"),
+        "{verified:?}"
+    );
+    let html = browser.get(&app, "/account").await.text().await.unwrap();
+    assert!(html.contains("+60198765432 is verified"), "{html}");
+
+    // Saving the same number keeps the proof; a new number loses it.
+    let details = |phone: &'static str| {
+        [
+            ("name", "Farah Lim"),
+            ("email", "rina@example.com"),
+            ("phone", phone),
+            ("whatsapp_opt_in", "on"),
+        ]
+    };
+    let saved = browser
+        .post(&app, "/account/profile", &details("+60198765432"))
+        .await;
+    assert_eq!(saved.status(), 303);
+    let html = browser.get(&app, "/account").await.text().await.unwrap();
+    assert!(html.contains("is verified"), "{html}");
+    browser
+        .post(&app, "/account/profile", &details("+60198760000"))
+        .await;
+    let html = browser.get(&app, "/account").await.text().await.unwrap();
+    assert!(html.contains("+60198760000 is not verified yet"), "{html}");
+}
+
+/// Writes to the assistant from `from` and returns its reply.
+async fn ask(app: &TestApp, body: &str, sid: &str, from: &str) -> String {
+    crate::chat::whatsapp(app, from, body, sid).await;
+    app.context.chat.drain(100).await.unwrap();
+    crate::shop::messages_to(app, from).await[0].body.clone()
+}
+
+/// The WhatsApp assistant tells a number about an account's orders only
+/// once the shopper proved the number is theirs by sending the account
+/// page's code from it. Changing the number takes the proof away.
+async fn a_whatsapp_number_sees_the_accounts_orders_only_once_proven(backend: Backend) {
+    let Some(app) = crate::chat::chat_app(backend, &[]).await else {
+        return;
+    };
+    let phone = "+60198765432";
+    let writer = &app.context.writer;
+    let account = kedai::customers::sign_up(
+        writer,
+        &kedai::customers::SignUp {
+            name: "Farah Lim".into(),
+            email: "farah@example.com".into(),
+            phone: phone.into(),
+            password: "a long enough password".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Ordered while signed in, without a WhatsApp number on the order: only
+    // the account connects this order to the number.
+    let order = crate::shop::paid_order(
+        writer,
+        &crate::shop::Buyer {
+            phone: None,
+            whatsapp_opt_in: false,
+            customer_id: Some(account),
+        },
+        1,
+    )
+    .await;
+    let reference = crate::shop::order_number(&order);
+
+    // Not proven yet: the number is not told about the account's order.
+    let reply = ask(&app, "where is my order?", "SMlink1", phone).await;
+    assert!(reply.contains("can't find an order"), "{reply}");
+    assert!(!reply.contains(&reference), "{reply}");
+
+    let code = kedai::customers::start_phone_verification(writer, account)
+        .await
+        .unwrap();
+    let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+
+    // A wrong code from the right number, or the right code from another
+    // number, proves nothing.
+    let reply = ask(&app, &format!("LINK {wrong}"), "SMlink2", phone).await;
+    assert!(reply.contains("doesn't match"), "{reply}");
+    let reply = ask(&app, &format!("link {code}"), "SMlink3", "+60111112222").await;
+    assert!(reply.contains("no code waiting"), "{reply}");
+    let reply = ask(&app, "where is my order?", "SMlink4", phone).await;
+    assert!(!reply.contains(&reference), "{reply}");
+
+    // The right code from the right number links the two.
+    let reply = ask(&app, &format!("link {code}"), "SMlink5", phone).await;
+    assert!(reply.contains("now linked to your account"), "{reply}");
+    let reply = ask(&app, "where is my order?", "SMlink6", phone).await;
+    assert!(reply.contains(&reference), "{reply}");
+    // A code works once.
+    let reply = ask(&app, &format!("link {code}"), "SMlink7", phone).await;
+    assert!(reply.contains("no code waiting"), "{reply}");
+
+    // A new number is not proven, and the old one loses the account.
+    kedai::customers::update_profile(
+        writer,
+        account,
+        &kedai::customers::Profile {
+            name: "Farah Lim".into(),
+            email: "farah@example.com".into(),
+            phone: "+60198760000".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let reply = ask(&app, "where is my order?", "SMlink8", phone).await;
+    assert!(!reply.contains(&reference), "{reply}");
+    assert!(reply.contains("can't find an order"), "{reply}");
+}
+
+/// Five wrong codes void the pending one, so guessing a million codes at
+/// the rate limit gets nowhere.
+async fn wrong_codes_void_the_pending_code(backend: Backend) {
+    let Some(app) = crate::chat::chat_app(backend, &[]).await else {
+        return;
+    };
+    let phone = "+60198765400";
+    let writer = &app.context.writer;
+    let account = kedai::customers::sign_up(
+        writer,
+        &kedai::customers::SignUp {
+            name: "Ali".into(),
+            email: "ali@example.com".into(),
+            phone: phone.into(),
+            password: "a long enough password".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let code = kedai::customers::start_phone_verification(writer, account)
+        .await
+        .unwrap();
+    let number: u32 = code.parse().unwrap();
+    for attempt in 1..=kedai::customers::PHONE_CODE_ATTEMPTS {
+        let wrong = format!("{:06}", (number + attempt as u32) % 1_000_000);
+        let check = kedai::customers::verify_phone_code(writer, phone, &wrong)
+            .await
+            .unwrap();
+        assert_eq!(
+            check,
+            kedai::customers::CodeCheck::Wrong {
+                tries_left: kedai::customers::PHONE_CODE_ATTEMPTS - attempt
+            }
+        );
+    }
+    let check = kedai::customers::verify_phone_code(writer, phone, &code)
+        .await
+        .unwrap();
+    assert_eq!(check, kedai::customers::CodeCheck::NothingPending);
+    assert_eq!(
+        kedai::customers::verified_by_phone(&app.context.db, phone)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whatsapp_number_sees_the_accounts_orders_only_once_proven_sqlite() {
+    a_whatsapp_number_sees_the_accounts_orders_only_once_proven(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whatsapp_number_sees_the_accounts_orders_only_once_proven_postgres() {
+    a_whatsapp_number_sees_the_accounts_orders_only_once_proven(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_codes_void_the_pending_code_sqlite() {
+    wrong_codes_void_the_pending_code(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_codes_void_the_pending_code_postgres() {
+    wrong_codes_void_the_pending_code(Backend::Postgres).await;
 }

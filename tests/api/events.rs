@@ -465,6 +465,7 @@ async fn a_buyer_who_did_not_opt_in_gets_a_shipment_but_no_notify_delivery(app: 
         &Buyer {
             phone: Some("+60198765432".into()),
             whatsapp_opt_in: false,
+            customer_id: None,
         },
         3,
     )

@@ -49,6 +49,10 @@ async fn every_shop_entity_round_trips(app: TestApp) {
         whatsapp_opt_in: Set(true),
         created_at: Set(now),
         updated_at: Set(now),
+        phone_verified_at: Set(Some(now)),
+        phone_code_hash: Set(None),
+        phone_code_expires_at: Set(None),
+        phone_code_attempts: Set(0),
     })
     .exec(db)
     .await
@@ -201,6 +205,7 @@ async fn every_shop_entity_round_trips(app: TestApp) {
         .unwrap()
         .unwrap();
     assert!(stored_customer.whatsapp_opt_in);
+    assert_eq!(stored_customer.phone_verified_at, Some(now));
 
     // Deleting the order cascades to its lines, history and shipment.
     order::Entity::delete_by_id(order_id)

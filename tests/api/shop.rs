@@ -19,6 +19,8 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 pub struct Buyer {
     pub phone: Option<String>,
     pub whatsapp_opt_in: bool,
+    /// The signed-in account, if any.
+    pub customer_id: Option<i64>,
 }
 
 impl Buyer {
@@ -26,6 +28,7 @@ impl Buyer {
         Buyer {
             phone: Some(phone.to_string()),
             whatsapp_opt_in: true,
+            customer_id: None,
         }
     }
 
@@ -33,6 +36,7 @@ impl Buyer {
         Buyer {
             phone: None,
             whatsapp_opt_in: false,
+            customer_id: None,
         }
     }
 }
@@ -49,7 +53,7 @@ pub async fn paid_order(writer: &Writer, buyer: &Buyer, quantity: i32) -> String
     let placed = orders::place(
         writer,
         NewOrder {
-            customer_id: None,
+            customer_id: buyer.customer_id,
             email: "buyer@example.com".into(),
             phone: buyer.phone.clone(),
             whatsapp_opt_in: buyer.whatsapp_opt_in,
