@@ -1179,3 +1179,227 @@ pub async fn whatsapp_signed(app: &TestApp, from: &str, body: &str, sid: &str) {
     let response = post(app, &params, Some(&signature)).await;
     assert_eq!(response.status(), 200, "{body}");
 }
+
+// ---------------------------------------------------------------------------
+// Graceful shutdown of the assistant's poller, against a slow Twilio.
+
+/// How long Twilio takes to accept the first message: long enough for the
+/// test to shut the poller down, and queue another message, while that
+/// first turn is still in flight. Later messages are accepted at once.
+const SLOW_FIRST_SEND: Duration = Duration::from_secs(5);
+
+/// A Twilio Messages API that accepts each message with a new `SM…` id,
+/// the first one only after `SLOW_FIRST_SEND`.
+async fn slow_twilio_api() -> wiremock::MockServer {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use wiremock::matchers::{method, path_regex};
+    let server = wiremock::MockServer::start().await;
+    let sent = AtomicUsize::new(0);
+    wiremock::Mock::given(method("POST"))
+        .and(path_regex(
+            r"^/2010-04-01/Accounts/AC[0-9a-f]{32}/Messages\.json$",
+        ))
+        .respond_with(move |_: &wiremock::Request| {
+            let n = sent.fetch_add(1, Ordering::SeqCst);
+            let delay = if n == 0 {
+                SLOW_FIRST_SEND
+            } else {
+                Duration::from_millis(50)
+            };
+            wiremock::ResponseTemplate::new(201)
+                .set_delay(delay)
+                .set_body_raw(
+                    format!(r#"{{"sid":"SM{n:032x}","status":"queued"}}"#),
+                    "application/json",
+                )
+        })
+        .mount(&server)
+        .await;
+    server
+}
+
+/// What Twilio was asked to send: (recipient, text), in arrival order.
+async fn twilio_sends(server: &wiremock::MockServer) -> Vec<(String, String)> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|request| {
+            let form: std::collections::HashMap<String, String> =
+                url::form_urlencoded::parse(&request.body)
+                    .into_owned()
+                    .collect();
+            (
+                form["To"].trim_start_matches("whatsapp:").to_string(),
+                form.get("Body").cloned().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Waits (at most 20 s) until Twilio has received `n` send requests; on
+/// time out, prints what the database holds.
+async fn wait_for_twilio_sends(app: &TestApp, server: &wiremock::MockServer, n: usize) {
+    let started = std::time::Instant::now();
+    while server.received_requests().await.unwrap().len() < n {
+        if started.elapsed() > Duration::from_secs(20) {
+            use sea_orm::{ConnectionTrait, Statement};
+            let db = &app.context.db;
+            for sql in [
+                "SELECT id, conversation_id, role, kind, status, body FROM chat_messages",
+                "SELECT id, recipient, kind, status, error_message FROM messages",
+                "SELECT id, receive_count, visible_at FROM queue_messages",
+            ] {
+                let rows = db
+                    .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+                    .await
+                    .unwrap();
+                eprintln!("{sql}: {rows:#?}");
+            }
+            panic!("Twilio never got {n} send request(s)");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `Assistant::run` on shutdown stops receiving, yet the turn it is in the
+/// middle of (waiting for Twilio to accept the reply) finishes before
+/// `run` returns: the reply is sent once and the job deleted. A message
+/// that arrives after the token was cancelled, while that turn is still in
+/// flight, is not received: its job stays in the queue, visible, and the
+/// next poller answers it, once.
+async fn shutdown_stops_receiving_and_lets_the_turn_in_flight_finish(backend: Backend) {
+    let twilio = slow_twilio_api().await;
+    let api_base = twilio.uri();
+    let Some(app) = chat_app(
+        backend,
+        &[
+            ("messaging.kind", "twilio"),
+            ("twilio.api_base", &api_base),
+            ("twilio.account_sid", "AC0123456789abcdef0123456789abcdef"),
+            ("twilio.from", "+14155238886"),
+            // Free slots: a poller that went on receiving would take the
+            // second job while the first turn is still in flight.
+            ("chat.workers", "4"),
+            ("queue.wait_time", "1s"),
+            ("queue.poll_interval", "50ms"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    assert!(
+        !app.context.settings.chat.enabled,
+        "the app runs no poller of its own: the test's is the only consumer"
+    );
+    let queue = &app.context.queue;
+    let (first, second) = ("+60121110080", "+60121110081");
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let poller = tokio::spawn(app.context.chat.clone().run(shutdown.clone()));
+    whatsapp(&app, first, "hello", "SMx1").await;
+    wait_for_twilio_sends(&app, &twilio, 1).await;
+
+    // The turn is in flight: Twilio has the reply but has not answered.
+    let outbound = sent_to(&app, first).await;
+    assert_eq!(outbound.len(), 1, "{outbound:#?}");
+    assert_eq!(
+        outbound[0].status, "submitting",
+        "shutdown must begin while the reply is being sent"
+    );
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.depth, stats.in_flight), (1, 1), "{stats:?}");
+
+    shutdown.cancel();
+    whatsapp(&app, second, "hi there", "SMx2").await;
+    assert!(
+        !poller.is_finished(),
+        "the poller is still finishing the first turn when the second message is queued"
+    );
+
+    tokio::time::timeout(Duration::from_secs(20), poller)
+        .await
+        .expect("run returns once the turn in flight is done")
+        .expect("the poller did not panic");
+
+    // The turn in flight finished before `run` returned.
+    let sends = twilio_sends(&twilio).await;
+    assert_eq!(sends.len(), 1, "{sends:#?}");
+    assert_eq!(sends[0].0, first);
+    let outbound = sent_to(&app, first).await;
+    assert_eq!(outbound.len(), 1, "{outbound:#?}");
+    assert_eq!(outbound[0].status, "queued", "Twilio accepted it");
+    assert_eq!(
+        outbound[0].provider_sid.as_deref(),
+        Some(&*format!("SM{:032x}", 0))
+    );
+    assert_eq!(outbound[0].body, sends[0].1);
+    let history = messages_of(&app, first).await;
+    assert_eq!(history.len(), 2, "{history:#?}");
+    assert_eq!(
+        (history[0].role.as_str(), history[0].status.as_str()),
+        ("user", "answered")
+    );
+    assert_eq!(
+        (history[1].role.as_str(), history[1].status.as_str()),
+        ("assistant", "sent")
+    );
+    assert_eq!(history[0].reply_to, Some(history[1].id));
+
+    // The message that came after the shutdown was not received: its job
+    // is the only one left, and visible (not hidden by a receive).
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.depth, stats.in_flight), (1, 0), "{stats:?}");
+    let waiting = messages_of(&app, second).await;
+    assert_eq!(waiting.len(), 1, "{waiting:#?}");
+    assert_eq!(waiting[0].status, "received");
+    assert!(sent_to(&app, second).await.is_empty());
+    // Nothing left running behind the stopped poller picks it up either.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(twilio_sends(&twilio).await.len(), 1);
+    assert_eq!(queue.stats().await.unwrap().depth, 1);
+    assert_eq!(messages_of(&app, second).await[0].status, "received");
+
+    // The next poller answers it, once.
+    let restart = tokio_util::sync::CancellationToken::new();
+    let poller = tokio::spawn(app.context.chat.clone().run(restart.clone()));
+    wait_for_twilio_sends(&app, &twilio, 2).await;
+    let started = std::time::Instant::now();
+    while queue.stats().await.unwrap().depth > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the second job was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    restart.cancel();
+    tokio::time::timeout(Duration::from_secs(20), poller)
+        .await
+        .expect("an idle poller stops at once")
+        .expect("the poller did not panic");
+    let sends = twilio_sends(&twilio).await;
+    assert_eq!(sends.len(), 2, "{sends:#?}");
+    assert_eq!(sends[1].0, second);
+    let answered = messages_of(&app, second).await;
+    assert_eq!(answered.len(), 2, "{answered:#?}");
+    assert_eq!(answered[0].status, "answered");
+    assert_eq!(answered[1].status, "sent");
+    assert_eq!(sent_to(&app, second).await.len(), 1);
+    assert_eq!(
+        sent_to(&app, first).await.len(),
+        1,
+        "the first is not repeated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_receiving_and_lets_the_turn_in_flight_finish_sqlite() {
+    shutdown_stops_receiving_and_lets_the_turn_in_flight_finish(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_receiving_and_lets_the_turn_in_flight_finish_postgres() {
+    shutdown_stops_receiving_and_lets_the_turn_in_flight_finish(Backend::Postgres).await;
+}
