@@ -38,6 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/audit", web::get().to(audit))
         .route("/admin/simulator", web::get().to(simulator))
         .route("/admin/simulator", web::post().to(simulate));
+    super::operations::configure(cfg);
 }
 
 /// What every admin page shares.
@@ -59,7 +60,7 @@ impl AdminLayout<'_> {
     }
 }
 
-fn layout<'a>(
+pub(super) fn layout<'a>(
     ctx: &AppContext,
     visitor: &Visitor,
     title: &str,
@@ -78,7 +79,7 @@ fn layout<'a>(
 }
 
 /// Renders an admin page: never cached, visitor cookie kept (for CSRF).
-fn page(
+pub(super) fn page(
     req: &HttpRequest,
     ctx: &AppContext,
     visitor: &Visitor,
@@ -92,7 +93,7 @@ fn page(
 }
 
 /// Why a request may not see an admin page.
-enum Denied {
+pub(super) enum Denied {
     /// Nobody is signed in to the back-office.
     Login,
     /// Signed in as a shopper, or the role does not allow it.
@@ -101,7 +102,7 @@ enum Denied {
 }
 
 impl Denied {
-    fn respond(self) -> Result<HttpResponse, AppError> {
+    pub(super) fn respond(self) -> Result<HttpResponse, AppError> {
         match self {
             Denied::Login => Ok(see_other("/admin/login")),
             Denied::Forbidden => Err(AppError::Forbidden),
@@ -111,7 +112,7 @@ impl Denied {
 }
 
 /// The signed-in admin when their role allows `permission`.
-async fn require(
+pub(super) async fn require(
     req: &HttpRequest,
     ctx: &AppContext,
     permission: Permission,
@@ -157,8 +158,9 @@ macro_rules! admin {
         }
     };
 }
+pub(super) use admin;
 
-fn when(at: OffsetDateTime) -> String {
+pub(super) fn when(at: OffsetDateTime) -> String {
     at.format(time::macros::format_description!(
         "[year]-[month]-[day] [hour]:[minute]"
     ))

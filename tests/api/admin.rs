@@ -432,3 +432,271 @@ async fn the_simulator_is_off_when_configured_off() {
     let page = owner.get(&app, "/admin").await.text().await.unwrap();
     assert!(!page.contains("/admin/simulator"), "not in the navigation");
 }
+
+/// An app whose order confirmations die: Twilio without an approved
+/// template cannot send outside the 24-hour window (Twilio is never called).
+async fn app_with_a_dead_letter(backend: Backend) -> Option<(TestApp, wiremock::MockServer)> {
+    let twilio = wiremock::MockServer::start().await;
+    let twilio_uri = twilio.uri();
+    let app = spawn_app_with(
+        backend,
+        &[
+            ("messaging.kind", "twilio"),
+            ("twilio.account_sid", "AC123"),
+            ("twilio.auth_token", "secret"),
+            ("twilio.from", "whatsapp:+14155238886"),
+            ("twilio.api_base", twilio_uri.as_str()),
+        ],
+    )
+    .await?;
+    for (email, role) in [
+        ("staff@shop.test", Role::Staff),
+        ("support@shop.test", Role::Support),
+    ] {
+        admin::create(&app.context.writer, email, "", role, PASSWORD)
+            .await
+            .unwrap();
+    }
+    crate::shop::paid_order(
+        &app.context.writer,
+        &crate::shop::Buyer::opted_in("+60123456789"),
+        1,
+    )
+    .await;
+    let step = crate::shop::drain(&app).await;
+    assert_eq!(step.dead, 1, "{step:?}");
+    Some((app, twilio))
+}
+
+async fn dead_notify(app: &TestApp) -> Vec<kedai::events::DeliveryView> {
+    kedai::events::list_deliveries(
+        &app.context.db,
+        &kedai::events::DeliveryFilter {
+            handler: Some("notify".into()),
+            status: Some(kedai::events::DeliveryStatus::Dead),
+            limit: 10,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// The events page lists handlers, dead letters and recent events; staff
+/// replay one dead letter, a handler's dead letters or a time range (CSRF,
+/// audited); support sees the page but cannot replay.
+async fn dead_letters_are_listed_and_replayed_from_the_events_page(backend: Backend) {
+    let Some((app, _twilio)) = app_with_a_dead_letter(backend).await else {
+        return;
+    };
+    for path in ["/admin/events", "/admin/messages"] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 303, "{path}");
+        assert_eq!(response.headers()["location"], "/admin/login");
+    }
+    let dead = dead_notify(&app).await;
+    assert_eq!(dead.len(), 1);
+    let dead_id = dead[0].id.to_string();
+
+    // Support: sees the dead letter, has no replay buttons, and is refused.
+    let mut support = Browser::sign_in(&app, "support@shop.test").await;
+    let html = support
+        .get(&app, "/admin/events")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let dead_table = between(&html, "id=\"dead-letters\"", "</table>")[0];
+    assert!(dead_table.contains("notify"), "{html}");
+    assert!(dead_table.contains("order.paid"), "{html}");
+    assert!(!html.contains("/admin/events/replay"), "{html}");
+    assert!(html.contains("id=\"recent-events\""), "{html}");
+    let refused = support
+        .post(
+            &app,
+            "/admin/events/replay",
+            &[("what", "one"), ("id", &dead_id)],
+        )
+        .await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(dead_notify(&app).await.len(), 1);
+
+    // Staff: a forged form is refused; a real one replays the one letter.
+    let mut staff = Browser::sign_in(&app, "staff@shop.test").await;
+    let html = staff.get(&app, "/admin/events").await.text().await.unwrap();
+    assert!(html.contains("Replay all 1 dead"), "{html}");
+    let forged = staff
+        .post_with(
+            &app,
+            "/admin/events/replay",
+            "forged",
+            &[("what", "one"), ("id", &dead_id)],
+        )
+        .await;
+    assert_eq!(forged.status(), 403);
+    assert_eq!(dead_notify(&app).await.len(), 1);
+    let replayed = staff
+        .post(
+            &app,
+            "/admin/events/replay",
+            &[("what", "one"), ("id", &dead_id)],
+        )
+        .await;
+    assert_eq!(replayed.status(), 303);
+    assert_eq!(
+        replayed.headers()["location"],
+        "/admin/events?notice=replayed:1"
+    );
+    assert!(dead_notify(&app).await.is_empty());
+    let html = staff
+        .get(&app, "/admin/events?notice=replayed:1")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Replayed 1 delivery."), "{html}");
+    // Still no template: it dies again, and the handler's replay takes it.
+    let step = crate::shop::drain(&app).await;
+    assert_eq!(step.dead, 1, "{step:?}");
+    let replayed = staff
+        .post(
+            &app,
+            "/admin/events/replay",
+            &[("what", "handler"), ("handler", "notify")],
+        )
+        .await;
+    assert_eq!(
+        replayed.headers()["location"],
+        "/admin/events?notice=replayed:1"
+    );
+    assert!(dead_notify(&app).await.is_empty());
+    crate::shop::drain(&app).await;
+
+    // A time range to one handler: every event in it that the analytics
+    // rule matches (the order's payment, its shipment) goes to it again.
+    let analysed = kedai::events::list_deliveries(
+        &app.context.db,
+        &kedai::events::DeliveryFilter {
+            handler: Some("analytics".into()),
+            status: None,
+            limit: 100,
+        },
+    )
+    .await
+    .unwrap()
+    .len();
+    assert!(analysed >= 1);
+    let now = time::OffsetDateTime::now_utc();
+    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    let from = (now - time::Duration::hours(1)).format(format).unwrap();
+    let to = (now + time::Duration::hours(1)).format(format).unwrap();
+    let replayed = staff
+        .post(
+            &app,
+            "/admin/events/replay",
+            &[
+                ("what", "range"),
+                ("handler", "analytics"),
+                ("from", &from),
+                ("to", &to),
+            ],
+        )
+        .await;
+    assert_eq!(
+        replayed.headers()["location"],
+        format!("/admin/events?notice=replayed:{analysed}").as_str()
+    );
+    for (from, to, why) in [
+        (to.as_str(), from.as_str(), "reversed"),
+        ("yesterday", to.as_str(), "not a time"),
+    ] {
+        let refused = staff
+            .post(
+                &app,
+                "/admin/events/replay",
+                &[
+                    ("what", "range"),
+                    ("handler", "analytics"),
+                    ("from", from),
+                    ("to", to),
+                ],
+            )
+            .await;
+        assert_eq!(
+            refused.headers()["location"],
+            "/admin/events?notice=bad_range",
+            "{why}"
+        );
+    }
+    let unknown = staff
+        .post(
+            &app,
+            "/admin/events/replay",
+            &[("what", "handler"), ("handler", "nobody")],
+        )
+        .await;
+    assert_eq!(
+        unknown.headers()["location"],
+        "/admin/events?notice=unknown_handler"
+    );
+
+    // Every replay is in the audit log, with who did it.
+    let entries = admin::audit_log(&app.context.db, 50).await.unwrap();
+    let replays: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|e| e.action.starts_with("events_replay_"))
+        .map(|e| (e.action.as_str(), e.admin_email.as_str()))
+        .collect();
+    assert_eq!(
+        replays,
+        [
+            ("events_replay_range", "staff@shop.test"),
+            ("events_replay_handler", "staff@shop.test"),
+            ("events_replay_one", "staff@shop.test"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed_from_the_events_page_sqlite() {
+    dead_letters_are_listed_and_replayed_from_the_events_page(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed_from_the_events_page_postgres() {
+    dead_letters_are_listed_and_replayed_from_the_events_page(Backend::Postgres).await;
+}
+
+/// The outbox page lists every WhatsApp message with its status, newest
+/// first, and finds a number however the admin types it.
+#[tokio::test]
+async fn the_message_outbox_lists_messages_by_number() {
+    let Some(app) = app_with_admins(Backend::Sqlite).await else {
+        return;
+    };
+    let order = crate::shop::paid_order(
+        &app.context.writer,
+        &crate::shop::Buyer::opted_in("+60123456789"),
+        1,
+    )
+    .await;
+    crate::shop::drain(&app).await;
+    let support = Browser::sign_in(&app, "support@shop.test").await;
+    let html = support
+        .get(&app, "/admin/messages?to=%2B60+12-345+6789")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let table = between(&html, "id=\"messages\"", "</table>")[0];
+    assert!(table.contains("+60123456789"), "{html}");
+    assert!(table.contains("order_paid"), "{html}");
+    assert!(table.contains("recorded"), "{html}");
+    assert!(table.contains(&crate::shop::order_number(&order)), "{html}");
+    let html = support
+        .get(&app, "/admin/messages?to=%2B60111111111")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("No messages to +60111111111."), "{html}");
+}
