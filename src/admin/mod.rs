@@ -11,6 +11,7 @@
 //! | `support` | see orders; conversations (take over, reply, release) — no prices, no refunds |
 
 pub mod operations;
+pub mod orders;
 pub mod routes;
 
 use std::time::Duration;

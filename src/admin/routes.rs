@@ -39,6 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/simulator", web::get().to(simulator))
         .route("/admin/simulator", web::post().to(simulate));
     super::operations::configure(cfg);
+    super::orders::configure(cfg);
 }
 
 /// What every admin page shares.

@@ -11,8 +11,8 @@ mod repo;
 
 pub use model::{OrderStatus, OrderStatusError};
 pub use repo::{
-    EventKey, FulfilOutcome, NewOrder, OrderView, PaymentConfirmation, PlaceOrderError,
-    PlacedOrder, ShippingAddress, Transition, advance_fulfilment, attach_payment_session,
-    cancel_unpaid, find_by_id, find_by_public_id, find_by_session, fulfil, list_for_customer,
-    mark_payment_failed, place, refund, sweep_expired,
+    EventKey, FulfilOutcome, NewOrder, OrderFilter, OrderView, PaymentConfirmation,
+    PlaceOrderError, PlacedOrder, ShippingAddress, Transition, advance_fulfilment,
+    attach_payment_session, cancel_unpaid, find_by_id, find_by_public_id, find_by_session, fulfil,
+    list, list_for_customer, mark_payment_failed, place, refund, sweep_expired,
 };

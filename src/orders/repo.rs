@@ -774,6 +774,70 @@ pub async fn list_for_customer(
     Ok((orders, total))
 }
 
+/// What the back-office's order list shows.
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    pub status: Option<OrderStatus>,
+    /// Only orders flagged for a person (stock ran out after payment, …).
+    pub needs_attention: bool,
+    /// An email address, a WhatsApp number or the start of an order number.
+    pub customer: Option<String>,
+    /// Placed at or after / before these times.
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+}
+
+/// Orders matching the filter, newest first: one page and the total count.
+pub async fn list(
+    db: &DatabaseConnection,
+    filter: &OrderFilter,
+    page: u64,
+    per_page: u64,
+) -> Result<(Vec<order::Model>, u64), DbErr> {
+    use sea_orm::PaginatorTrait;
+    let mut query = order::Entity::find();
+    if let Some(status) = filter.status {
+        query = query.filter(order::Column::Status.eq(status.as_str()));
+    }
+    if filter.needs_attention {
+        query = query.filter(order::Column::NeedsAttention.eq(true));
+    }
+    if let Some(customer) = filter
+        .customer
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
+        query = if let Some(email) = crate::customers::normalise_email(customer) {
+            query.filter(order::Column::Email.eq(email))
+        } else if let Some(phone) = crate::customers::normalise_phone(customer) {
+            query.filter(order::Column::Phone.eq(phone))
+        } else {
+            // Order numbers are the start of the public id: hex and dashes.
+            let prefix: String = customer
+                .to_ascii_lowercase()
+                .chars()
+                .filter(|c| c.is_ascii_hexdigit() || *c == '-')
+                .collect();
+            query.filter(order::Column::PublicId.starts_with(prefix))
+        };
+    }
+    // Stored times are UTC; SQLite compares them as text.
+    if let Some(from) = filter.from {
+        query = query.filter(order::Column::CreatedAt.gte(from.to_offset(time::UtcOffset::UTC)));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(order::Column::CreatedAt.lt(to.to_offset(time::UtcOffset::UTC)));
+    }
+    let paginator = query
+        .order_by_desc(order::Column::CreatedAt)
+        .order_by_desc(order::Column::Id)
+        .paginate(db, per_page);
+    let total = paginator.num_items().await?;
+    let orders = paginator.fetch_page(page.saturating_sub(1)).await?;
+    Ok((orders, total))
+}
+
 /// The order paid through a payment session.
 pub async fn find_by_session(
     db: &DatabaseConnection,

@@ -700,3 +700,257 @@ async fn the_message_outbox_lists_messages_by_number() {
         .unwrap();
     assert!(html.contains("No messages to +60111111111."), "{html}");
 }
+
+async fn order_status_of(app: &TestApp, public_id: &str) -> (String, Option<String>) {
+    let view = kedai::orders::find_by_public_id(&app.context.db, public_id)
+        .await
+        .unwrap()
+        .unwrap();
+    (view.order.status, view.shipment.map(|s| s.status))
+}
+
+/// Orders: everyone sees the list and filters it; staff mark a parcel
+/// shipped (with its tracking number, which reaches the shopper on
+/// WhatsApp) and delivered, refund a paid order and cancel an unpaid one;
+/// support cannot; every action needs the CSRF token and is audited.
+async fn staff_ship_deliver_refund_and_cancel_orders(backend: Backend) {
+    let Some(app) = app_with_admins(backend).await else {
+        return;
+    };
+    let writer = &app.context.writer;
+    let phone = "+60123456789";
+    let shipped = crate::shop::paid_order(writer, &crate::shop::Buyer::opted_in(phone), 1).await;
+    let refunded = crate::shop::paid_order(writer, &crate::shop::Buyer::silent(), 2).await;
+    let (unpaid, _) = crate::shop::unpaid_order(writer, &crate::shop::Buyer::silent(), 1).await;
+    crate::shop::drain(&app).await;
+    let number = crate::shop::order_number(&shipped);
+    assert_eq!(
+        order_status_of(&app, &shipped).await,
+        ("fulfilling".into(), Some("pending".into()))
+    );
+
+    // Support: the list and its filters, the order page without actions.
+    let mut support = Browser::sign_in(&app, "support@shop.test").await;
+    let html = support
+        .get(&app, "/admin/orders")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("3 orders"), "{html}");
+    let by_number = support
+        .get(&app, &format!("/admin/orders?customer={number}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(by_number.contains("1 order<"), "{by_number}");
+    let by_phone = support
+        .get(&app, "/admin/orders?customer=%2B60+12-345+6789")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        by_phone.contains(&number) && by_phone.contains("1 order<"),
+        "{by_phone}"
+    );
+    let pending = support
+        .get(&app, "/admin/orders?status=pending_payment")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        pending.contains(&crate::shop::order_number(&unpaid)) && pending.contains("1 order<"),
+        "{pending}"
+    );
+    let flagged = support
+        .get(&app, "/admin/orders?attention=1")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(flagged.contains("No orders match."), "{flagged}");
+    let tomorrow = (time::OffsetDateTime::now_utc() + time::Duration::days(2)).date();
+    let later = support
+        .get(&app, &format!("/admin/orders?from={tomorrow}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(later.contains("0 orders"), "{later}");
+    let detail = support
+        .get(&app, &format!("/admin/orders/{shipped}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(detail.contains("Being packed"), "{detail}");
+    assert!(detail.contains("id=\"timeline\""), "{detail}");
+    assert!(!detail.contains("Mark shipped"), "{detail}");
+    let refused = support
+        .post(
+            &app,
+            &format!("/admin/orders/{shipped}/ship"),
+            &[("tracking_number", "MY1")],
+        )
+        .await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(support.get(&app, "/admin/orders/nope").await.status(), 404);
+
+    // Staff: ship (a tracking number is required), then deliver.
+    let mut staff = Browser::sign_in(&app, "staff@shop.test").await;
+    let detail = staff
+        .get(&app, &format!("/admin/orders/{shipped}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(detail.contains("Mark shipped"), "{detail}");
+    let forged = staff
+        .post_with(
+            &app,
+            &format!("/admin/orders/{shipped}/ship"),
+            "forged",
+            &[("tracking_number", "MY1")],
+        )
+        .await;
+    assert_eq!(forged.status(), 403);
+    let response = staff
+        .post(
+            &app,
+            &format!("/admin/orders/{shipped}/ship"),
+            &[("tracking_number", " ")],
+        )
+        .await;
+    assert!(
+        response.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("notice=tracking_needed")
+    );
+    let response = staff
+        .post(
+            &app,
+            &format!("/admin/orders/{shipped}/ship"),
+            &[("tracking_number", "MY123456789")],
+        )
+        .await;
+    assert_eq!(
+        response.headers()["location"],
+        format!("/admin/orders/{shipped}?notice=shipped").as_str()
+    );
+    assert_eq!(
+        order_status_of(&app, &shipped).await,
+        ("shipped".into(), Some("in_transit".into()))
+    );
+    crate::shop::drain(&app).await;
+    let told = crate::shop::messages_to(&app, phone).await;
+    assert!(
+        told.iter().any(|m| m.body.contains("MY123456789")),
+        "{told:#?}"
+    );
+    let detail = staff
+        .get(&app, &format!("/admin/orders/{shipped}?notice=shipped"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(detail.contains("tracking"), "{detail}");
+    assert!(detail.contains("MY123456789"), "{detail}");
+    let response = staff
+        .post(&app, &format!("/admin/orders/{shipped}/deliver"), &[])
+        .await;
+    assert!(
+        response.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("notice=delivered")
+    );
+    assert_eq!(
+        order_status_of(&app, &shipped).await,
+        ("delivered".into(), Some("delivered".into()))
+    );
+    // Delivering again changes nothing.
+    let response = staff
+        .post(&app, &format!("/admin/orders/{shipped}/deliver"), &[])
+        .await;
+    assert!(
+        response.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("notice=unchanged")
+    );
+
+    // Refund (test-mode payments) and cancel an unpaid order.
+    let response = staff
+        .post(
+            &app,
+            &format!("/admin/orders/{refunded}/refund"),
+            &[("restock", "on")],
+        )
+        .await;
+    assert!(
+        response.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("notice=refunded")
+    );
+    assert_eq!(order_status_of(&app, &refunded).await.0, "refunded");
+    let response = staff
+        .post(&app, &format!("/admin/orders/{refunded}/refund"), &[])
+        .await;
+    assert!(
+        response.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("notice=not_applicable")
+    );
+    let response = staff
+        .post(&app, &format!("/admin/orders/{unpaid}/cancel"), &[])
+        .await;
+    assert!(
+        response.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("notice=cancelled")
+    );
+    assert_eq!(order_status_of(&app, &unpaid).await.0, "cancelled");
+
+    let entries = admin::audit_log(&app.context.db, 50).await.unwrap();
+    let actions: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|e| e.action.starts_with("order_"))
+        .map(|e| (e.action.as_str(), e.target.as_str()))
+        .collect();
+    let target = |id: &str| format!("order:{id}");
+    assert_eq!(
+        actions,
+        [
+            ("order_cancel", target(&unpaid).as_str()),
+            ("order_refund", target(&refunded).as_str()),
+            ("order_deliver", target(&shipped).as_str()),
+            ("order_ship", target(&shipped).as_str()),
+        ]
+    );
+    let ship = entries.iter().find(|e| e.action == "order_ship").unwrap();
+    assert!(
+        ship.before.as_deref().unwrap().contains("fulfilling"),
+        "{ship:?}"
+    );
+    assert!(
+        ship.after.as_deref().unwrap().contains("MY123456789"),
+        "{ship:?}"
+    );
+}
+
+#[tokio::test]
+async fn staff_ship_deliver_refund_and_cancel_orders_sqlite() {
+    staff_ship_deliver_refund_and_cancel_orders(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn staff_ship_deliver_refund_and_cancel_orders_postgres() {
+    staff_ship_deliver_refund_and_cancel_orders(Backend::Postgres).await;
+}

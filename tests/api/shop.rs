@@ -41,9 +41,9 @@ impl Buyer {
     }
 }
 
-/// A paid order of `quantity` units of a well-stocked variant; returns its
-/// public id. Writes `order.paid` to the outbox, nothing more.
-pub async fn paid_order(writer: &Writer, buyer: &Buyer, quantity: i32) -> String {
+/// An order of `quantity` units of a well-stocked variant, placed and
+/// waiting for payment: (public id, payment session).
+pub async fn unpaid_order(writer: &Writer, buyer: &Buyer, quantity: i32) -> (String, String) {
     let variant = variant::Entity::find()
         .filter(variant::Column::StockOnHand.gte(quantity + 50))
         .one(&writer.db)
@@ -80,19 +80,26 @@ pub async fn paid_order(writer: &Writer, buyer: &Buyer, quantity: i32) -> String
             .await
             .unwrap()
     );
+    (placed.public_id, session)
+}
+
+/// A paid order of `quantity` units of a well-stocked variant; returns its
+/// public id. Writes `order.paid` to the outbox, nothing more.
+pub async fn paid_order(writer: &Writer, buyer: &Buyer, quantity: i32) -> String {
+    let (public_id, session) = unpaid_order(writer, buyer, quantity).await;
     let outcome = orders::fulfil(
         writer,
         &PaymentConfirmation {
             source: "stripe".into(),
-            event_id: Some(format!("evt_{}", placed.public_id)),
+            event_id: Some(format!("evt_{public_id}")),
             session_id: session,
-            payment_intent_id: Some(format!("pi_{}", placed.public_id)),
+            payment_intent_id: Some(format!("pi_{public_id}")),
         },
     )
     .await
     .unwrap();
     assert!(matches!(outcome, FulfilOutcome::Paid { .. }), "{outcome:?}");
-    placed.public_id
+    public_id
 }
 
 // Reading what the bus did, for the event tests.
