@@ -191,6 +191,27 @@ pub async fn extend_lease(
 }
 
 /// Gives the lease back (only if `worker` still holds it).
+/// Lets go of every lease a process (`worker` prefix) holds on a
+/// conversation: a turn abandoned at shutdown must not keep the
+/// conversation from the next worker until its lease runs out.
+pub async fn release_leases_of(writer: &Writer, id: i64, process: &str) -> Result<(), DbErr> {
+    let _permit = writer.permit().await;
+    conversation::Entity::update_many()
+        .col_expr(
+            conversation::Column::Worker,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            conversation::Column::WorkerUntil,
+            Expr::value(Option::<OffsetDateTime>::None),
+        )
+        .filter(conversation::Column::Id.eq(id))
+        .filter(conversation::Column::Worker.starts_with(format!("{process}:")))
+        .exec(&writer.db)
+        .await?;
+    Ok(())
+}
+
 pub async fn release_lease(writer: &Writer, id: i64, worker: &str) -> Result<(), DbErr> {
     let _permit = writer.permit().await;
     conversation::Entity::update_many()

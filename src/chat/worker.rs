@@ -161,11 +161,17 @@ impl Assistant {
     /// The poller: receives batches (long polling) while fewer than
     /// `chat.workers` turns are in flight. On shutdown it stops receiving
     /// and lets in-flight turns finish; jobs received but not started are
-    /// made visible again at once.
+    /// made visible again at once. Turns still running after half of
+    /// `server.shutdown_grace` (the rest is left for the process's other
+    /// steps) are abandoned, as if the process had died there (every step
+    /// is idempotent), and their jobs and leases given back at once, so
+    /// another replica answers them without waiting out the visibility
+    /// timeout.
     pub async fn run(self, shutdown: CancellationToken) {
         let settings = self.inner.settings.clone();
         let slots = Arc::new(tokio::sync::Semaphore::new(settings.chat.workers));
         let tracker = TaskTracker::new();
+        let abandon = CancellationToken::new();
         let maintenance = tokio::spawn(self.clone().maintain(shutdown.clone()));
         loop {
             let free = tokio::select! {
@@ -212,16 +218,53 @@ impl Assistant {
                     continue;
                 }
                 let this = self.clone();
+                let abandon = abandon.clone();
                 tracker.spawn(async move {
-                    this.handle(job).await;
+                    let receipt = job.receipt.clone();
+                    let conversation = parse_job(&job.body);
+                    tokio::select! {
+                        _ = this.handle(job) => {}
+                        _ = abandon.cancelled() => this.abandon(&receipt, conversation).await,
+                    }
                     drop(permit);
                 });
             }
         }
         tracker.close();
-        tracker.wait().await;
+        let patience = settings.server.shutdown_grace / 2;
+        if tokio::time::timeout(patience, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                turns = tracker.len(),
+                "chat turns still running at shutdown are abandoned and given back to the queue"
+            );
+            abandon.cancel();
+            tracker.wait().await;
+        }
         maintenance.abort();
         tracing::info!("chat workers stopped");
+    }
+
+    /// Gives back the job and the conversation of a turn dropped at
+    /// shutdown.
+    async fn abandon(&self, receipt: &str, conversation: Option<i64>) {
+        metrics::counter!("kedai_chat_turns_total", "outcome" => "abandoned").increment(1);
+        if let Err(error) = self
+            .inner
+            .queue
+            .change_visibility(receipt, Duration::ZERO)
+            .await
+        {
+            tracing::debug!(error = %error, "could not give an abandoned chat job back; it reappears after its visibility timeout");
+        }
+        if let Some(id) = conversation
+            && let Err(error) =
+                store::release_leases_of(&self.inner.writer, id, &self.inner.worker_id).await
+        {
+            tracing::debug!(error = %error, "could not release an abandoned turn's lease; it runs out by itself");
+        }
     }
 
     async fn give_back(&self, job: &QueueMessage) {
@@ -308,8 +351,10 @@ impl Assistant {
                 (remaining + Duration::from_millis(200)).min(visibility),
             ));
         }
-        // Keep the job hidden and the lease ours while we work.
+        // Keep the job hidden and the lease ours while we work (and not a
+        // moment longer, even when this future is dropped at shutdown).
         let keep_alive = CancellationToken::new();
+        let _stop_extending = keep_alive.clone().drop_guard();
         let extender = {
             let keep_alive = keep_alive.clone();
             let this = self.clone();

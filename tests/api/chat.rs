@@ -1279,6 +1279,9 @@ async fn shutdown_stops_receiving_and_lets_the_turn_in_flight_finish(backend: Ba
             ("twilio.api_base", &api_base),
             ("twilio.account_sid", "AC0123456789abcdef0123456789abcdef"),
             ("twilio.from", "+14155238886"),
+            // Longer than the held send: the turn is waited for, not
+            // abandoned (see the next test for that).
+            ("server.shutdown_grace", "30s"),
             // Free slots: a poller that went on receiving would take the
             // second job while the first turn is still in flight.
             ("chat.workers", "4"),
@@ -1392,6 +1395,86 @@ async fn shutdown_stops_receiving_and_lets_the_turn_in_flight_finish(backend: Ba
         1,
         "the first is not repeated"
     );
+}
+
+/// A turn still running after half of `server.shutdown_grace` (here 1 s of
+/// 2 s; Twilio holds the reply for 5 s) is abandoned: `run` returns without
+/// waiting for it, and its job and conversation lease are given back at
+/// once, so the next poller takes it without waiting out the visibility
+/// timeout. The reply Twilio already had is not sent again.
+async fn shutdown_gives_back_a_turn_that_outlasts_the_grace(backend: Backend) {
+    let twilio = slow_twilio_api().await;
+    let api_base = twilio.uri();
+    let Some(app) = chat_app(
+        backend,
+        &[
+            ("messaging.kind", "twilio"),
+            ("twilio.api_base", &api_base),
+            ("twilio.account_sid", "AC0123456789abcdef0123456789abcdef"),
+            ("twilio.from", "+14155238886"),
+            ("server.shutdown_grace", "2s"),
+            ("queue.visibility_timeout", "30s"),
+            ("queue.wait_time", "1s"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let queue = &app.context.queue;
+    let phone = "+60121110082";
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let poller = tokio::spawn(app.context.chat.clone().run(shutdown.clone()));
+    whatsapp(&app, phone, "hello", "SMab1").await;
+    wait_for_twilio_sends(&app, &twilio, 1).await;
+    assert_eq!(queue.stats().await.unwrap().in_flight, 1);
+
+    shutdown.cancel();
+    // Twilio answers after 5 s; a poller that waited for the turn would
+    // still be running at 4 s.
+    tokio::time::timeout(Duration::from_secs(4), poller)
+        .await
+        .expect("run gives up on the turn after half the grace")
+        .expect("the poller did not panic");
+    let stats = queue.stats().await.unwrap();
+    assert_eq!(
+        (stats.depth, stats.in_flight),
+        (1, 0),
+        "the job is visible again at once: {stats:?}"
+    );
+    let conversation = conversation_of(&app, phone).await;
+    assert_eq!(conversation.worker, None, "the lease is released");
+
+    // The next poller settles it at once, without a second send.
+    let restart = tokio_util::sync::CancellationToken::new();
+    let poller = tokio::spawn(app.context.chat.clone().run(restart.clone()));
+    let started = std::time::Instant::now();
+    while queue.stats().await.unwrap().depth > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the abandoned job was never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    restart.cancel();
+    tokio::time::timeout(Duration::from_secs(20), poller)
+        .await
+        .expect("an idle poller stops at once")
+        .expect("the poller did not panic");
+    assert_eq!(twilio_sends(&twilio).await.len(), 1, "never sent twice");
+    assert_eq!(sent_to(&app, phone).await.len(), 1);
+    let history = messages_of(&app, phone).await;
+    assert_eq!(history[0].status, "answered", "{history:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_back_a_turn_that_outlasts_the_grace_sqlite() {
+    shutdown_gives_back_a_turn_that_outlasts_the_grace(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_back_a_turn_that_outlasts_the_grace_postgres() {
+    shutdown_gives_back_a_turn_that_outlasts_the_grace(Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
