@@ -40,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/simulator", web::post().to(simulate));
     super::operations::configure(cfg);
     super::orders::configure(cfg);
+    super::knowledge::configure(cfg);
 }
 
 /// What every admin page shares.

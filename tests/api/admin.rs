@@ -954,3 +954,209 @@ async fn staff_ship_deliver_refund_and_cancel_orders_sqlite() {
 async fn staff_ship_deliver_refund_and_cancel_orders_postgres() {
     staff_ship_deliver_refund_and_cancel_orders(Backend::Postgres).await;
 }
+
+/// A `multipart/form-data` body, as a browser's upload form sends it.
+fn multipart(fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> (String, Vec<u8>) {
+    let boundary = "----kedai-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    if let Some((file_name, content)) = file {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn upload(
+    app: &TestApp,
+    browser: &Browser,
+    csrf: &str,
+    key: &str,
+    file: Option<(&str, &[u8])>,
+) -> reqwest::Response {
+    let (content_type, body) = multipart(&[("csrf_token", csrf), ("key", key)], file);
+    app.client
+        .post(format!("{}/admin/knowledge/upload", app.address))
+        .header("Cookie", browser.cookies())
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The knowledge page: documents with their status, the assistant's own
+/// search with the evidence gate's verdict, missing knowledge; staff
+/// upload (multipart, CSRF, audited), find and delete a document; support
+/// may search but not change anything.
+async fn the_knowledge_page_uploads_searches_and_deletes(backend: Backend) {
+    let Some(app) = app_with_admins(backend).await else {
+        return;
+    };
+    let knowledge = &app.context.knowledge;
+    knowledge.seed_demo_documents().await.unwrap();
+    knowledge
+        .sync(kedai::knowledge::Scope::All, None)
+        .await
+        .unwrap();
+    knowledge.refresh().await.unwrap();
+
+    let support = Browser::sign_in(&app, "support@shop.test").await;
+    let html = support
+        .get(&app, "/admin/knowledge")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let documents = between(&html, "id=\"kb-documents\"", "</table>")[0];
+    assert!(documents.contains("indexed"), "{html}");
+    assert!(!html.contains("/admin/knowledge/upload"), "{html}");
+    let found = support
+        .get(&app, "/admin/knowledge?q=how+long+is+delivery+to+sabah")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        found.contains("The assistant would answer from these passages."),
+        "{found}"
+    );
+    let results = between(&found, "id=\"kb-results\"", "</table>")[0];
+    assert!(results.to_lowercase().contains("sabah"), "{results}");
+    let refused = upload(
+        &app,
+        &support,
+        &support.csrf,
+        "policies/gift-wrap.md",
+        Some(("gift-wrap.md", b"# Gift wrap\n\nWe wrap gifts.")),
+    )
+    .await;
+    assert_eq!(refused.status(), 403);
+
+    // Staff: a question the shop has no answer for yet…
+    let question = "/admin/knowledge?q=what+is+the+capital+of+mongolia";
+    let staff = Browser::sign_in(&app, "staff@shop.test").await;
+    let before = staff.get(&app, question).await.text().await.unwrap();
+    assert!(
+        before.contains("the assistant would hand this question to a person"),
+        "{before}"
+    );
+    // …is answered once a document says so.
+    let forged = upload(
+        &app,
+        &staff,
+        "forged",
+        "",
+        Some(("mongolia.md", b"# Gift wrap\n\nWe wrap gifts.")),
+    )
+    .await;
+    assert_eq!(forged.status(), 403);
+    let document = "---\ntitle: Our Mongolia pop-up\nkind: page\n---\n# Our Mongolia pop-up\n\nThe capital of Mongolia is Ulaanbaatar, where our pop-up store opens in March.\n";
+    let uploaded = upload(
+        &app,
+        &staff,
+        &staff.csrf,
+        "",
+        Some(("mongolia.md", document.as_bytes())),
+    )
+    .await;
+    assert_eq!(uploaded.status(), 303);
+    assert_eq!(
+        uploaded.headers()["location"],
+        "/admin/knowledge?notice=uploaded&key=mongolia.md"
+    );
+    knowledge.refresh().await.unwrap();
+    let after = staff.get(&app, question).await.text().await.unwrap();
+    assert!(
+        after.contains("The assistant would answer from these passages."),
+        "{after}"
+    );
+    assert!(
+        between(&after, "id=\"kb-results\"", "</table>")[0].contains("Our Mongolia pop-up"),
+        "{after}"
+    );
+    let listed = staff
+        .get(&app, "/admin/knowledge")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(listed.contains("<code>mongolia.md</code>"), "{listed}");
+
+    // Files it cannot take are explained, and nothing is stored.
+    for (key, file, notice) in [
+        ("", Some(("notes.docx", b"PK..".as_slice())), "format"),
+        ("", None, "empty"),
+        ("../escape.md", Some(("x.md", b"# x".as_slice())), "bad_key"),
+    ] {
+        let response = upload(&app, &staff, &staff.csrf, key, file).await;
+        assert_eq!(
+            response.headers()["location"],
+            format!("/admin/knowledge?notice={notice}").as_str(),
+            "{key:?}"
+        );
+    }
+
+    // Delete it again: gone from the list and from the search.
+    let mut staff = staff;
+    let deleted = staff
+        .post(&app, "/admin/knowledge/delete", &[("key", "mongolia.md")])
+        .await;
+    assert_eq!(
+        deleted.headers()["location"],
+        "/admin/knowledge?notice=deleted&key=mongolia.md"
+    );
+    knowledge.refresh().await.unwrap();
+    let listed = staff
+        .get(&app, "/admin/knowledge")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!listed.contains("<code>mongolia.md</code>"), "{listed}");
+    let reindexed = staff.post(&app, "/admin/knowledge/reindex", &[]).await;
+    assert_eq!(
+        reindexed.headers()["location"],
+        "/admin/knowledge?notice=reindexed"
+    );
+
+    let actions: Vec<String> = admin::audit_log(&app.context.db, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action.starts_with("kb_"))
+        .map(|e| format!("{} {}", e.action, e.target))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "kb_reindex kb:*",
+            "kb_delete kb:mongolia.md",
+            "kb_upload kb:mongolia.md"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_knowledge_page_uploads_searches_and_deletes_sqlite() {
+    the_knowledge_page_uploads_searches_and_deletes(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_knowledge_page_uploads_searches_and_deletes_postgres() {
+    the_knowledge_page_uploads_searches_and_deletes(Backend::Postgres).await;
+}
