@@ -87,10 +87,11 @@ struct EventsQuery {
 
 /// The form value of a `datetime-local` input, in UTC.
 fn local_input(at: OffsetDateTime) -> String {
-    at.format(time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]"
-    ))
-    .unwrap_or_default()
+    at.to_offset(time::UtcOffset::UTC)
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]"
+        ))
+        .unwrap_or_default()
 }
 
 /// Reads a `datetime-local` value (taken as UTC) or an RFC 3339 time.
