@@ -116,6 +116,7 @@ async fn list_orders(
     let offset = ctx.settings.shop.offset();
     let filter = OrderFilter {
         status: query.status.parse().ok(),
+        customer_id: None,
         needs_attention: !query.attention.is_empty(),
         customer: Some(query.customer.clone()),
         from: local_day(&query.from, offset),

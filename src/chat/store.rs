@@ -195,24 +195,24 @@ pub async fn extend_lease(
 /// conversation: a turn abandoned at shutdown must not keep the
 /// conversation from the next worker until its lease runs out.
 pub async fn release_leases_of(writer: &Writer, id: i64, process: &str) -> Result<(), DbErr> {
-    let _permit = writer.permit().await;
-    conversation::Entity::update_many()
-        .col_expr(
-            conversation::Column::Worker,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            conversation::Column::WorkerUntil,
-            Expr::value(Option::<OffsetDateTime>::None),
-        )
-        .filter(conversation::Column::Id.eq(id))
-        .filter(conversation::Column::Worker.starts_with(format!("{process}:")))
-        .exec(&writer.db)
-        .await?;
-    Ok(())
+    clear_lease(
+        writer,
+        id,
+        conversation::Column::Worker.starts_with(format!("{process}:")),
+    )
+    .await
 }
 
 pub async fn release_lease(writer: &Writer, id: i64, worker: &str) -> Result<(), DbErr> {
+    clear_lease(writer, id, conversation::Column::Worker.eq(worker)).await
+}
+
+/// Clears the conversation's lease when its holder matches `holder`.
+async fn clear_lease(
+    writer: &Writer,
+    id: i64,
+    holder: sea_orm::sea_query::SimpleExpr,
+) -> Result<(), DbErr> {
     let _permit = writer.permit().await;
     conversation::Entity::update_many()
         .col_expr(
@@ -224,7 +224,7 @@ pub async fn release_lease(writer: &Writer, id: i64, worker: &str) -> Result<(),
             Expr::value(Option::<OffsetDateTime>::None),
         )
         .filter(conversation::Column::Id.eq(id))
-        .filter(conversation::Column::Worker.eq(worker))
+        .filter(holder)
         .exec(&writer.db)
         .await?;
     Ok(())

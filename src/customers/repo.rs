@@ -105,20 +105,10 @@ pub async fn update_profile(
         )
         .filter(customer::Column::Id.eq(id));
     if phone_changed {
-        update = update
-            .col_expr(
-                customer::Column::PhoneVerifiedAt,
-                Expr::value(Option::<OffsetDateTime>::None),
-            )
-            .col_expr(
-                customer::Column::PhoneCodeHash,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                customer::Column::PhoneCodeExpiresAt,
-                Expr::value(Option::<OffsetDateTime>::None),
-            )
-            .col_expr(customer::Column::PhoneCodeAttempts, Expr::value(0));
+        update = forget_phone_code(update).col_expr(
+            customer::Column::PhoneVerifiedAt,
+            Expr::value(Option::<OffsetDateTime>::None),
+        );
     }
     match update.exec(&txn).await {
         Ok(_) => {
@@ -225,6 +215,23 @@ pub async fn consume_reset(
     Ok(Some(reset.customer_id))
 }
 
+/// Adds to `update` the columns that forget a pending phone code.
+fn forget_phone_code(
+    update: sea_orm::UpdateMany<customer::Entity>,
+) -> sea_orm::UpdateMany<customer::Entity> {
+    use sea_orm::sea_query::Expr;
+    update
+        .col_expr(
+            customer::Column::PhoneCodeHash,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            customer::Column::PhoneCodeExpiresAt,
+            Expr::value(Option::<OffsetDateTime>::None),
+        )
+        .col_expr(customer::Column::PhoneCodeAttempts, Expr::value(0))
+}
+
 /// Stores a new pending verification code for the account's current
 /// number (replacing any earlier one); `Ok(false)` when the account has no
 /// number.
@@ -287,17 +294,8 @@ pub async fn check_phone_code(
     let stored = account.phone_code_hash.as_deref().unwrap_or_default();
     let matches = crate::web::constant_time_eq(stored.as_bytes(), code_hash.as_bytes());
     let outcome = if matches {
-        customer::Entity::update_many()
+        forget_phone_code(customer::Entity::update_many())
             .col_expr(customer::Column::PhoneVerifiedAt, Expr::value(now))
-            .col_expr(
-                customer::Column::PhoneCodeHash,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                customer::Column::PhoneCodeExpiresAt,
-                Expr::value(Option::<OffsetDateTime>::None),
-            )
-            .col_expr(customer::Column::PhoneCodeAttempts, Expr::value(0))
             .filter(customer::Column::Id.eq(account.id))
             .exec(&txn)
             .await?;

@@ -763,21 +763,19 @@ pub async fn list_for_customer(
     page: u64,
     per_page: u64,
 ) -> Result<(Vec<order::Model>, u64), DbErr> {
-    use sea_orm::PaginatorTrait;
-    let paginator = order::Entity::find()
-        .filter(order::Column::CustomerId.eq(customer_id))
-        .order_by_desc(order::Column::CreatedAt)
-        .order_by_desc(order::Column::Id)
-        .paginate(db, per_page);
-    let total = paginator.num_items().await?;
-    let orders = paginator.fetch_page(page.saturating_sub(1)).await?;
-    Ok((orders, total))
+    let filter = OrderFilter {
+        customer_id: Some(customer_id),
+        ..OrderFilter::default()
+    };
+    list(db, &filter, page, per_page).await
 }
 
 /// What the back-office's order list shows.
 #[derive(Debug, Clone, Default)]
 pub struct OrderFilter {
     pub status: Option<OrderStatus>,
+    /// Only the orders of this account.
+    pub customer_id: Option<i64>,
     /// Only orders flagged for a person (stock ran out after payment, …).
     pub needs_attention: bool,
     /// An email address, a WhatsApp number or the start of an order number.
@@ -798,6 +796,9 @@ pub async fn list(
     let mut query = order::Entity::find();
     if let Some(status) = filter.status {
         query = query.filter(order::Column::Status.eq(status.as_str()));
+    }
+    if let Some(customer_id) = filter.customer_id {
+        query = query.filter(order::Column::CustomerId.eq(customer_id));
     }
     if filter.needs_attention {
         query = query.filter(order::Column::NeedsAttention.eq(true));

@@ -701,6 +701,11 @@ async fn the_message_outbox_lists_messages_by_number() {
     assert!(html.contains("No messages to +60111111111."), "{html}");
 }
 
+/// Where a form post sent the browser.
+fn location(response: &reqwest::Response) -> &str {
+    response.headers()["location"].to_str().unwrap()
+}
+
 async fn order_status_of(app: &TestApp, public_id: &str) -> (String, Option<String>) {
     let view = kedai::orders::find_by_public_id(&app.context.db, public_id)
         .await
@@ -824,12 +829,7 @@ async fn staff_ship_deliver_refund_and_cancel_orders(backend: Backend) {
             &[("tracking_number", " ")],
         )
         .await;
-    assert!(
-        response.headers()["location"]
-            .to_str()
-            .unwrap()
-            .ends_with("notice=tracking_needed")
-    );
+    assert!(location(&response).ends_with("notice=tracking_needed"));
     let response = staff
         .post(
             &app,
@@ -862,12 +862,7 @@ async fn staff_ship_deliver_refund_and_cancel_orders(backend: Backend) {
     let response = staff
         .post(&app, &format!("/admin/orders/{shipped}/deliver"), &[])
         .await;
-    assert!(
-        response.headers()["location"]
-            .to_str()
-            .unwrap()
-            .ends_with("notice=delivered")
-    );
+    assert!(location(&response).ends_with("notice=delivered"));
     assert_eq!(
         order_status_of(&app, &shipped).await,
         ("delivered".into(), Some("delivered".into()))
@@ -876,12 +871,7 @@ async fn staff_ship_deliver_refund_and_cancel_orders(backend: Backend) {
     let response = staff
         .post(&app, &format!("/admin/orders/{shipped}/deliver"), &[])
         .await;
-    assert!(
-        response.headers()["location"]
-            .to_str()
-            .unwrap()
-            .ends_with("notice=unchanged")
-    );
+    assert!(location(&response).ends_with("notice=unchanged"));
 
     // Refund (test-mode payments) and cancel an unpaid order.
     let response = staff
@@ -891,31 +881,16 @@ async fn staff_ship_deliver_refund_and_cancel_orders(backend: Backend) {
             &[("restock", "on")],
         )
         .await;
-    assert!(
-        response.headers()["location"]
-            .to_str()
-            .unwrap()
-            .ends_with("notice=refunded")
-    );
+    assert!(location(&response).ends_with("notice=refunded"));
     assert_eq!(order_status_of(&app, &refunded).await.0, "refunded");
     let response = staff
         .post(&app, &format!("/admin/orders/{refunded}/refund"), &[])
         .await;
-    assert!(
-        response.headers()["location"]
-            .to_str()
-            .unwrap()
-            .ends_with("notice=not_applicable")
-    );
+    assert!(location(&response).ends_with("notice=not_applicable"));
     let response = staff
         .post(&app, &format!("/admin/orders/{unpaid}/cancel"), &[])
         .await;
-    assert!(
-        response.headers()["location"]
-            .to_str()
-            .unwrap()
-            .ends_with("notice=cancelled")
-    );
+    assert!(location(&response).ends_with("notice=cancelled"));
     assert_eq!(order_status_of(&app, &unpaid).await.0, "cancelled");
 
     let entries = admin::audit_log(&app.context.db, 50).await.unwrap();
