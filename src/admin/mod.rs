@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::customers::model::{hash_password, verify_password};
-use crate::platform::cache::{Cache, RateDecision};
+use crate::platform::cache::{Cache, first_limit_reached};
 use crate::platform::db::Writer;
 
 pub mod entity {
@@ -270,21 +270,19 @@ pub async fn authenticate(
     client: &str,
 ) -> Result<Option<AdminUser>, AdminError> {
     let email = crate::customers::normalise_email(email).unwrap_or_default();
-    for (key, limit) in [
+    let limits = [
         (format!("admin-login:account:{email}"), ATTEMPTS_PER_ACCOUNT),
         (
             format!("admin-login:address:{client}"),
             ATTEMPTS_PER_ADDRESS,
         ),
-    ] {
-        let decision = cache
-            .hit(&key, limit, ATTEMPT_WINDOW)
-            .await
-            .map_err(|error| AdminError::Internal(error.into()))?;
-        if let RateDecision::Limited { retry_after } = decision {
-            metrics::counter!("kedai_admin_login_throttled_total").increment(1);
-            return Err(AdminError::Throttled(retry_after.as_secs().max(1)));
-        }
+    ];
+    if let Some(wait) = first_limit_reached(cache, &limits, ATTEMPT_WINDOW)
+        .await
+        .map_err(|error| AdminError::Internal(error.into()))?
+    {
+        metrics::counter!("kedai_admin_login_throttled_total").increment(1);
+        return Err(AdminError::Throttled(wait));
     }
     let account = admin::Entity::find()
         .filter(admin::Column::Email.eq(email.as_str()))

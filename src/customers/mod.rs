@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 
-use crate::platform::cache::{Cache, RateDecision};
+use crate::platform::cache::{Cache, first_limit_reached};
 use crate::platform::db::Writer;
 pub use model::{normalise_email, normalise_phone};
 
@@ -162,18 +162,16 @@ pub async fn authenticate(
     client: &str,
 ) -> Result<Option<i64>, AccountError> {
     let email = normalise_email(email).unwrap_or_default();
-    for (key, limit) in [
+    let limits = [
         (format!("login:account:{email}"), ATTEMPTS_PER_ACCOUNT),
         (format!("login:address:{client}"), ATTEMPTS_PER_ADDRESS),
-    ] {
-        let decision = cache
-            .hit(&key, limit, ATTEMPT_WINDOW)
-            .await
-            .map_err(|error| AccountError::Internal(error.into()))?;
-        if let RateDecision::Limited { retry_after } = decision {
-            metrics::counter!("kedai_login_throttled_total").increment(1);
-            return Err(AccountError::Throttled(retry_after.as_secs().max(1)));
-        }
+    ];
+    if let Some(wait) = first_limit_reached(cache, &limits, ATTEMPT_WINDOW)
+        .await
+        .map_err(|error| AccountError::Internal(error.into()))?
+    {
+        metrics::counter!("kedai_login_throttled_total").increment(1);
+        return Err(AccountError::Throttled(wait));
     }
     let account = repo::find_by_email(db, &email).await?;
     let stored = account.as_ref().and_then(|a| a.password_hash.clone());
@@ -275,20 +273,18 @@ pub async fn request_password_reset(
             "Enter your email address or WhatsApp number.".into(),
         ));
     };
-    for (key, limit) in [
+    let limits = [
         (
             format!("reset:contact:{}", contact.trim().to_lowercase()),
             3,
         ),
         (format!("reset:address:{client}"), 20),
-    ] {
-        let decision = cache
-            .hit(&key, limit, Duration::from_secs(3600))
-            .await
-            .map_err(|error| AccountError::Internal(error.into()))?;
-        if let RateDecision::Limited { retry_after } = decision {
-            return Err(AccountError::Throttled(retry_after.as_secs().max(1)));
-        }
+    ];
+    if let Some(wait) = first_limit_reached(cache, &limits, Duration::from_secs(3600))
+        .await
+        .map_err(|error| AccountError::Internal(error.into()))?
+    {
+        return Err(AccountError::Throttled(wait));
     }
     let Some((customer_id, phone)) = account.and_then(|a| a.phone.map(|phone| (a.id, phone)))
     else {

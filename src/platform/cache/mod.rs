@@ -69,6 +69,24 @@ pub trait Cache: Send + Sync {
     fn kind(&self) -> &'static str;
 }
 
+/// Counts one hit against each `(key, limit)` per `window`, in order, and
+/// stops at the first that is over its limit: `Some(wait)` in whole
+/// seconds (at least one) until it allows another, or `None` when all
+/// allow it. Sign-ins and reset requests throttle per account and per
+/// client address this way.
+pub async fn first_limit_reached(
+    cache: &dyn Cache,
+    limits: &[(String, u32)],
+    window: Duration,
+) -> Result<Option<u64>, CacheError> {
+    for (key, limit) in limits {
+        if let RateDecision::Limited { retry_after } = cache.hit(key, *limit, window).await? {
+            return Ok(Some(retry_after.as_secs().max(1)));
+        }
+    }
+    Ok(None)
+}
+
 /// Builds the configured backend.
 pub fn from_settings(settings: &RedisSettings) -> Result<Arc<dyn Cache>, CacheError> {
     match settings.kind {
