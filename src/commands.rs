@@ -597,7 +597,8 @@ pub async fn chat(settings: &Settings, command: ChatCommand) -> anyhow::Result<(
                     Some(State::parse(raw).context("--state must be bot, needs_human or human")?)
                 }
             };
-            let rows = store::list(&connection, state, limit).await?;
+            let inbox = state.map_or(store::Inbox::All, store::Inbox::In);
+            let rows = store::list(&connection, &inbox, limit).await?;
             print_rows(false, &rows, "no conversations", |c| {
                 format!(
                     "{}  {:<5} {:<16} {:<12} {}",

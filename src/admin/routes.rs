@@ -16,7 +16,6 @@ use time::OffsetDateTime;
 
 use super::{AdminError, AdminUser, Permission};
 use crate::app::AppContext;
-use crate::chat::handover::HandoverError;
 use crate::chat::store::{self as chat_store, State};
 use crate::web::error::AppError;
 use crate::web::http::{CachePolicy, client_address, render, see_other};
@@ -29,15 +28,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/logout", web::post().to(logout))
         .route("/admin/setup/{token}", web::get().to(show_setup))
         .route("/admin/setup/{token}", web::post().to(submit_setup))
-        .route("/admin/conversations", web::get().to(conversations))
-        .route("/admin/conversations/{id}", web::get().to(conversation))
-        .route(
-            "/admin/conversations/{id}/{action}",
-            web::post().to(conversation_action),
-        )
         .route("/admin/audit", web::get().to(audit))
         .route("/admin/simulator", web::get().to(simulator))
         .route("/admin/simulator", web::post().to(simulate));
+    super::conversations::configure(cfg);
     super::operations::configure(cfg);
     super::orders::configure(cfg);
     super::knowledge::configure(cfg);
@@ -278,11 +272,11 @@ async fn submit_login(
 }
 
 #[derive(Deserialize)]
-struct CsrfForm {
+pub(super) struct CsrfForm {
     #[serde(default)]
-    csrf_token: String,
+    pub(super) csrf_token: String,
     #[serde(default)]
-    text: String,
+    pub(super) text: String,
 }
 
 async fn logout(
@@ -517,294 +511,6 @@ async fn dashboard(req: HttpRequest, ctx: web::Data<AppContext>) -> Result<HttpR
 }
 
 // ---------------------------------------------------------------------------
-// Conversations.
-
-struct ConversationRow {
-    id: i64,
-    who: String,
-    state: String,
-    state_label: &'static str,
-    last: String,
-    handled_by: String,
-}
-
-#[derive(Template)]
-#[template(path = "admin/conversations.html")]
-struct ConversationsPage<'a> {
-    layout: AdminLayout<'a>,
-    filters: Vec<(&'static str, &'static str)>,
-    filter: &'static str,
-    rows: Vec<ConversationRow>,
-}
-
-fn state_label(state: &str) -> &'static str {
-    match state {
-        "needs_human" => "needs a person",
-        "human" => "taken over",
-        _ => "assistant",
-    }
-}
-
-fn who(conv: &chat_store::conversation::Model) -> String {
-    match &conv.profile_name {
-        Some(name) => format!("{name} ({})", conv.identity),
-        None => conv.identity.clone(),
-    }
-}
-
-#[derive(Deserialize)]
-struct FilterQuery {
-    filter: Option<String>,
-}
-
-async fn conversations(
-    req: HttpRequest,
-    ctx: web::Data<AppContext>,
-    query: web::Query<FilterQuery>,
-) -> Result<HttpResponse, AppError> {
-    use chat_store::{conversation, message};
-    let admin = admin!(req, ctx, Permission::Converse);
-    let filter = match query.filter.as_deref() {
-        Some("needs_human") => "needs_human",
-        Some("mine") => "mine",
-        Some("unanswered") => "unanswered",
-        _ => "all",
-    };
-    let mut select = conversation::Entity::find();
-    match filter {
-        "needs_human" => select = select.filter(conversation::Column::State.eq("needs_human")),
-        "mine" => {
-            select = select
-                .filter(conversation::Column::State.eq("human"))
-                .filter(conversation::Column::HandledBy.eq(admin.email.as_str()))
-        }
-        "unanswered" => {
-            let waiting = message::Entity::find()
-                .select_only()
-                .column(message::Column::ConversationId)
-                .filter(message::Column::Status.is_in(["received", "to_human", "limited"]))
-                .into_query();
-            select = select.filter(conversation::Column::Id.in_subquery(waiting))
-        }
-        _ => {}
-    }
-    use sea_orm::{QueryOrder, QueryTrait};
-    let rows = select
-        .order_by_desc(conversation::Column::LastMessageAt)
-        .limit(200)
-        .all(&ctx.db)
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?
-        .into_iter()
-        .map(|c| ConversationRow {
-            id: c.id,
-            who: who(&c),
-            state_label: state_label(&c.state),
-            last: when(c.last_message_at),
-            handled_by: c.handled_by.clone().unwrap_or_default(),
-            state: c.state,
-        })
-        .collect();
-    let visitor = Visitor::of(&req);
-    let template = ConversationsPage {
-        layout: layout(
-            &ctx,
-            &visitor,
-            "Conversations",
-            Some(&admin),
-            "conversations",
-        ),
-        filters: vec![
-            ("all", "All"),
-            ("needs_human", "Needs a person"),
-            ("mine", "Taken over by me"),
-            ("unanswered", "Unanswered"),
-        ],
-        filter,
-        rows,
-    };
-    page(&req, &ctx, &visitor, &template, StatusCode::OK)
-}
-
-struct MessageView {
-    role: String,
-    kind: String,
-    who: String,
-    at: String,
-    status: String,
-    delivery: Option<String>,
-    body: String,
-    passages: Vec<String>,
-}
-
-#[derive(Template)]
-#[template(path = "admin/conversation.html")]
-struct ConversationPage<'a> {
-    layout: AdminLayout<'a>,
-    id: i64,
-    who: String,
-    state_label: &'static str,
-    handled_by: Option<String>,
-    mine: bool,
-    admin_name: &'a str,
-    notice: Option<&'static str>,
-    messages: Vec<MessageView>,
-}
-
-#[derive(Deserialize)]
-struct NoticeQuery {
-    notice: Option<String>,
-}
-
-async fn conversation(
-    req: HttpRequest,
-    ctx: web::Data<AppContext>,
-    path: web::Path<i64>,
-    query: web::Query<NoticeQuery>,
-) -> Result<HttpResponse, AppError> {
-    let admin = admin!(req, ctx, Permission::Converse);
-    let internal = |e: sea_orm::DbErr| AppError::Internal(e.into());
-    let id = path.into_inner();
-    let conv = chat_store::conversation(&ctx.db, id)
-        .await
-        .map_err(internal)?
-        .ok_or(AppError::NotFound)?;
-    let messages = chat_store::messages(&ctx.db, id, 500)
-        .await
-        .map_err(internal)?;
-    let statuses = chat_store::delivery_statuses(&ctx.db, &messages)
-        .await
-        .map_err(internal)?;
-    let shopper = who(&conv);
-    let views = messages
-        .into_iter()
-        .map(|m| {
-            let passages = m
-                .passages
-                .as_deref()
-                .and_then(|p| serde_json::from_str::<Vec<serde_json::Value>>(p).ok())
-                .unwrap_or_default()
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{} [{}] score {:.3}",
-                        p["title"].as_str().unwrap_or(""),
-                        p["citation"].as_str().unwrap_or(""),
-                        p["score"].as_f64().unwrap_or(0.0)
-                    )
-                })
-                .collect();
-            MessageView {
-                who: match m.role.as_str() {
-                    "user" => shopper.clone(),
-                    "assistant" => format!(
-                        "assistant{}",
-                        m.model
-                            .as_deref()
-                            .map(|m| format!(" ({m})"))
-                            .unwrap_or_default()
-                    ),
-                    _ => m.author.clone().unwrap_or_else(|| m.role.clone()),
-                },
-                delivery: m
-                    .outbound_id
-                    .as_ref()
-                    .and_then(|o| statuses.get(o))
-                    .cloned(),
-                at: when(m.created_at),
-                status: m.status.replace('_', " "),
-                passages,
-                role: m.role,
-                kind: m.kind,
-                body: m.body,
-            }
-        })
-        .collect();
-    let mine = conv.state == "human" && conv.handled_by.as_deref() == Some(admin.email.as_str());
-    let notice = match query.notice.as_deref() {
-        Some("held") => Some("Another admin holds this conversation."),
-        Some("not_taken") => Some("Take the conversation over before replying."),
-        Some("empty") => Some("The message was empty."),
-        _ => None,
-    };
-    let visitor = Visitor::of(&req);
-    let template = ConversationPage {
-        layout: layout(&ctx, &visitor, &shopper, Some(&admin), "conversations"),
-        id,
-        who: shopper.clone(),
-        state_label: state_label(&conv.state),
-        handled_by: conv.handled_by.clone(),
-        mine,
-        admin_name: &admin.name,
-        notice,
-        messages: views,
-    };
-    page(&req, &ctx, &visitor, &template, StatusCode::OK)
-}
-
-async fn conversation_action(
-    req: HttpRequest,
-    ctx: web::Data<AppContext>,
-    path: web::Path<(i64, String)>,
-    form: web::Form<CsrfForm>,
-) -> Result<HttpResponse, AppError> {
-    verified_visitor(&req, &ctx.csrf, &form.csrf_token)?;
-    let admin = admin!(req, ctx, Permission::Converse);
-    let (id, action) = path.into_inner();
-    let internal = |e: sea_orm::DbErr| AppError::Internal(e.into());
-    let before = chat_store::conversation(&ctx.db, id)
-        .await
-        .map_err(internal)?
-        .ok_or(AppError::NotFound)?;
-    let back = format!("/admin/conversations/{id}");
-    let result = match action.as_str() {
-        "takeover" => ctx.chat.take_over(id, &admin.email).await.map(|_| ()),
-        "release" => ctx.chat.release(id, &admin.email).await.map(|_| ()),
-        "reply" => ctx
-            .chat
-            .reply_as_human(id, &admin.email, &form.text)
-            .await
-            .map(|_| ()),
-        "note" => ctx
-            .chat
-            .add_note(id, &admin.email, &form.text)
-            .await
-            .map(|_| ()),
-        _ => return Err(AppError::NotFound),
-    };
-    match result {
-        Ok(()) => {
-            let after = chat_store::conversation(&ctx.db, id)
-                .await
-                .map_err(internal)?;
-            let state = |c: &chat_store::conversation::Model| json!({"state": c.state, "handled_by": c.handled_by});
-            let detail = match action.as_str() {
-                "reply" | "note" => Some(json!({"text": form.text.trim()})),
-                _ => after.as_ref().map(state),
-            };
-            super::record(
-                &ctx.writer,
-                &admin,
-                &format!("conversation_{action}"),
-                &format!("conversation:{id}"),
-                Some(state(&before)),
-                detail,
-            )
-            .await
-            .map_err(internal)?;
-            Ok(see_other(back))
-        }
-        Err(HandoverError::HeldBy(_)) => Ok(see_other(format!("{back}?notice=held"))),
-        Err(HandoverError::NotTakenOver) => Ok(see_other(format!("{back}?notice=not_taken"))),
-        Err(HandoverError::Empty) | Err(HandoverError::TooLong(_)) => {
-            Ok(see_other(format!("{back}?notice=empty")))
-        }
-        Err(HandoverError::NotFound) => Err(AppError::NotFound),
-        Err(error) => Err(AppError::Internal(error.into())),
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Audit log (owners).
 
 struct AuditRow {
@@ -894,9 +600,7 @@ async fn simulator(
     let phone = simulator_phone(query.phone.as_deref())
         .ok_or_else(|| AppError::BadRequest("That is not a phone number.".into()))?;
     let internal = |e: sea_orm::DbErr| AppError::Internal(e.into());
-    let conv = chat_store::conversation::Entity::find()
-        .filter(chat_store::conversation::Column::Identity.eq(phone.as_str()))
-        .one(&ctx.db)
+    let conv = chat_store::by_identity(&ctx.db, &phone)
         .await
         .map_err(internal)?;
     let messages = match &conv {

@@ -217,6 +217,14 @@ impl Assistant {
                 .filter(conversation::Column::Id.eq(conversation_id))
                 .exec(&txn)
                 .await?;
+            // The person's reply answers what the shopper asked meanwhile.
+            message::Entity::update_many()
+                .col_expr(message::Column::Status, Expr::value("answered"))
+                .filter(message::Column::ConversationId.eq(conversation_id))
+                .filter(message::Column::Role.eq("user"))
+                .filter(message::Column::Status.is_in(["received", "to_human"]))
+                .exec(&txn)
+                .await?;
             txn.commit().await?;
             id
         };

@@ -83,7 +83,8 @@ async fn list(
         },
     };
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
-    match store::list(&ctx.db, state, limit).await {
+    let inbox = state.map_or(store::Inbox::All, store::Inbox::In);
+    match store::list(&ctx.db, &inbox, limit).await {
         Ok(conversations) => HttpResponse::Ok().json(json!({ "conversations": conversations })),
         Err(error) => internal(error),
     }

@@ -361,21 +361,70 @@ pub fn new_message(
     }
 }
 
-/// Conversations, most recent first, optionally in one state.
+/// Which conversations an inbox shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbox {
+    All,
+    /// In one state.
+    In(State),
+    /// Taken over by this admin (by email).
+    HeldBy(String),
+    /// Waiting for an answer: a shopper message the assistant has not
+    /// answered yet or that arrived while people hold the conversation and
+    /// no person has replied to, or handed to people (the assistant's
+    /// holding reply is not an answer) and not yet taken over.
+    Unanswered,
+}
+
+/// Shopper message statuses that still wait for an answer: the
+/// assistant's turn has not run, or a person was asked for. (Messages over
+/// a rate limit got their one notice and are not waiting.)
+const UNANSWERED: [&str; 2] = ["received", "to_human"];
+
+/// Conversations in an inbox, most recent first.
 pub async fn list(
     db: &DatabaseConnection,
-    state: Option<State>,
+    inbox: &Inbox,
     limit: u64,
 ) -> Result<Vec<conversation::Model>, DbErr> {
-    let mut query = conversation::Entity::find();
-    if let Some(state) = state {
-        query = query.filter(conversation::Column::State.eq(state.as_str()));
-    }
+    let query = conversation::Entity::find();
+    let query = match inbox {
+        Inbox::All => query,
+        Inbox::In(state) => query.filter(conversation::Column::State.eq(state.as_str())),
+        Inbox::HeldBy(email) => query
+            .filter(conversation::Column::State.eq(State::Human.as_str()))
+            .filter(conversation::Column::HandledBy.eq(email.as_str())),
+        Inbox::Unanswered => query.filter(
+            Condition::any()
+                .add(conversation::Column::State.eq(State::NeedsHuman.as_str()))
+                .add(
+                    conversation::Column::Id.in_subquery(
+                        message::Entity::find()
+                            .select_only()
+                            .column(message::Column::ConversationId)
+                            .filter(message::Column::Role.eq("user"))
+                            .filter(message::Column::Status.is_in(UNANSWERED))
+                            .into_query(),
+                    ),
+                ),
+        ),
+    };
     query
         .order_by_desc(conversation::Column::LastMessageAt)
         .order_by_desc(conversation::Column::Id)
         .limit(limit)
         .all(db)
+        .await
+}
+
+/// The conversation of a WhatsApp identity, if it has written.
+pub async fn by_identity(
+    db: &DatabaseConnection,
+    identity: &str,
+) -> Result<Option<conversation::Model>, DbErr> {
+    conversation::Entity::find()
+        .filter(conversation::Column::Identity.eq(identity))
+        .one(db)
         .await
 }
 

@@ -1135,3 +1135,257 @@ async fn the_knowledge_page_uploads_searches_and_deletes_sqlite() {
 async fn the_knowledge_page_uploads_searches_and_deletes_postgres() {
     the_knowledge_page_uploads_searches_and_deletes(Backend::Postgres).await;
 }
+
+// ---------------------------------------------------------------------------
+// The inbox's filters and the live conversation view.
+
+async fn conversation_of(app: &TestApp, phone: &str) -> conversation::Model {
+    kedai::chat::store::by_identity(&app.context.db, phone)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{phone} has a conversation"))
+}
+
+/// The conversation ids an inbox filter lists (from the rows' links).
+async fn inbox(browser: &Browser, app: &TestApp, filter: &str) -> Vec<i64> {
+    let html = browser
+        .get(app, &format!("/admin/conversations?filter={filter}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let mut ids: Vec<i64> = between(&html, "href=\"/admin/conversations/", "\"")
+        .iter()
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+async fn inbox_filters_follow_answers_and_takeovers(backend: Backend) {
+    let Some(app) = app_with_admins(backend).await else {
+        return;
+    };
+    let (chatty, asks_for_person) = ("+60121110071", "+60121110072");
+    crate::chat::whatsapp_signed(&app, chatty, "hello", "SMinbox1").await;
+    crate::chat::whatsapp_signed(&app, asks_for_person, "can I talk to a human", "SMinbox2").await;
+    let chatty = conversation_of(&app, chatty).await.id;
+    let person = conversation_of(&app, asks_for_person).await.id;
+    let support = Browser::sign_in(&app, "support@shop.test").await;
+    let staff = Browser::sign_in(&app, "staff@shop.test").await;
+
+    assert_eq!(
+        inbox(&support, &app, "unanswered").await,
+        vec![chatty, person],
+        "before the assistant's turn both wait"
+    );
+    app.context.chat.drain(100).await.unwrap();
+    assert_eq!(inbox(&support, &app, "all").await, vec![chatty, person]);
+    assert_eq!(
+        inbox(&support, &app, "unanswered").await,
+        vec![person],
+        "the assistant answered one; the other waits for a person"
+    );
+    assert_eq!(inbox(&support, &app, "needs_human").await, vec![person]);
+    assert!(inbox(&support, &app, "mine").await.is_empty());
+
+    let mut holder = support;
+    let path = format!("/admin/conversations/{person}");
+    assert_eq!(
+        holder
+            .post(&app, &format!("{path}/takeover"), &[])
+            .await
+            .status(),
+        303
+    );
+    assert_eq!(inbox(&holder, &app, "mine").await, vec![person]);
+    assert!(
+        inbox(&staff, &app, "mine").await.is_empty(),
+        "taken over by someone else is not mine"
+    );
+    assert!(inbox(&holder, &app, "needs_human").await.is_empty());
+    assert!(
+        inbox(&holder, &app, "unanswered").await.is_empty(),
+        "taken over: the holder's, no longer waiting in the shared queue"
+    );
+    // The shopper writes again while a person holds the conversation.
+    crate::chat::whatsapp_signed(&app, asks_for_person, "are you there?", "SMinbox3").await;
+    app.context.chat.drain(100).await.unwrap();
+    assert_eq!(
+        inbox(&holder, &app, "unanswered").await,
+        vec![person],
+        "a message to the person who holds it waits for them"
+    );
+    assert_eq!(
+        holder
+            .post(
+                &app,
+                &format!("{path}/reply"),
+                &[("text", "Hi, Aina here.")]
+            )
+            .await
+            .status(),
+        303
+    );
+    assert!(
+        inbox(&holder, &app, "unanswered").await.is_empty(),
+        "a person's reply answers the waiting message"
+    );
+}
+
+#[tokio::test]
+async fn inbox_filters_follow_answers_and_takeovers_sqlite() {
+    inbox_filters_follow_answers_and_takeovers(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn inbox_filters_follow_answers_and_takeovers_postgres() {
+    inbox_filters_follow_answers_and_takeovers(Backend::Postgres).await;
+}
+
+/// Server-sent events read off a streaming response.
+struct EventReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl EventReader {
+    /// The next event named `name` (skipping comments and others), within
+    /// `wait`; its data lines joined with newlines.
+    async fn next(&mut self, name: &str, wait: std::time::Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = "message";
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event: ") {
+                        event = value;
+                    } else if let Some(value) = line.strip_prefix("data: ") {
+                        data.push(value);
+                    }
+                }
+                if event == name {
+                    return Some(data.join("\n"));
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .ok()?
+                .unwrap()?;
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next `update` whose log contains `text`.
+    async fn update_with(&mut self, text: &str) -> String {
+        let wait = std::time::Duration::from_secs(10);
+        loop {
+            let log = self
+                .next("update", wait)
+                .await
+                .unwrap_or_else(|| panic!("an update showing {text:?} within {wait:?}"));
+            if log.contains(text) {
+                return log;
+            }
+        }
+    }
+}
+
+async fn the_conversation_page_is_live(backend: Backend) {
+    let Some(app) = app_with_admins(backend).await else {
+        return;
+    };
+    let phone = "+60121110081";
+    crate::chat::whatsapp_signed(&app, phone, "hello there", "SMlive1").await;
+    let id = conversation_of(&app, phone).await.id;
+    let path = format!("/admin/conversations/{id}");
+    let support = Browser::sign_in(&app, "support@shop.test").await;
+
+    let page = support.get(&app, &path).await.text().await.unwrap();
+    assert!(page.contains(&format!("data-live=\"{path}/live\"")));
+    assert!(
+        page.contains("/static/js/admin."),
+        "the page loads the live script"
+    );
+
+    // Anonymous visitors and unknown conversations get no stream.
+    let anonymous = app.get(&format!("{path}/live")).await;
+    assert_eq!(anonymous.status(), 303);
+    assert_eq!(location(&anonymous), "/admin/login");
+    assert_eq!(
+        support
+            .get(&app, "/admin/conversations/999999/live")
+            .await
+            .status(),
+        404
+    );
+
+    let response = support.get(&app, &format!("{path}/live")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert!(
+        response.headers().get("content-encoding").is_none()
+            || response.headers()["content-encoding"] == "identity",
+        "events are not held back by compression"
+    );
+    let mut events = EventReader {
+        response,
+        buffer: String::new(),
+    };
+    let first = events.update_with("hello there").await;
+    assert!(first.contains("State: <strong>assistant</strong>"));
+
+    // The assistant's turn: the shopper's message is answered and a reply
+    // appears, without a reload.
+    app.context.chat.drain(100).await.unwrap();
+    let answered = events.update_with("chat-assistant").await;
+    assert!(answered.contains("answered"), "{answered}");
+
+    // A new inbound message, escaped like the page.
+    crate::chat::whatsapp_signed(&app, phone, "is <b>batik</b> washable?", "SMlive2").await;
+    let inbound = events.update_with("washable").await;
+    assert!(
+        inbound.contains("is &#60;b&#62;batik&#60;/b&#62; washable?")
+            || inbound.contains("is &lt;b&gt;batik&lt;/b&gt; washable?"),
+        "{inbound}"
+    );
+    assert!(!inbound.contains("<b>batik</b>"));
+
+    // A takeover by another admin changes the state line.
+    let mut staff = Browser::sign_in(&app, "staff@shop.test").await;
+    staff.post(&app, &format!("{path}/takeover"), &[]).await;
+    events.update_with("taken over by staff@shop.test").await;
+
+    // A delivery tick: the reply's status callback moves it to delivered.
+    let sent = kedai::platform::messaging::list(&app.context.db, Some(phone), 10)
+        .await
+        .unwrap();
+    let reply = sent
+        .iter()
+        .find(|m| m.provider_sid.is_some() && m.status != "delivered")
+        .expect("the assistant's reply was handed to the provider");
+    let applied = kedai::platform::messaging::apply_status(
+        &app.context.writer,
+        reply.provider_sid.as_deref().unwrap(),
+        "delivered",
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(applied, kedai::platform::messaging::StatusUpdate::Applied);
+    events.update_with("delivered").await;
+}
+
+#[tokio::test]
+async fn the_conversation_page_is_live_sqlite() {
+    the_conversation_page_is_live(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_conversation_page_is_live_postgres() {
+    the_conversation_page_is_live(Backend::Postgres).await;
+}

@@ -500,6 +500,26 @@ async fn admin_takes_over_a_conversation_replies_and_releases_it() {
             .await?;
         let log = wait_for_text(&browser, ".chat-log", "Hi, Nadia here. How can I help?").await?;
         assert!(log.contains("Taken over by nadia@shop.test."), "{log}");
+        // The shopper answers; the open page shows it without a reload
+        // (server-sent events).
+        wait_for_text(&browser, "#live-status", "Live").await?;
+        let marker: String = browser
+            .execute(
+                "return document.title + '|' + performance.timeOrigin;",
+                vec![],
+            )
+            .await?
+            .convert()?;
+        crate::chat::whatsapp_signed(&app, phone, "it is order 5521, thanks", "SMbr2").await;
+        wait_for_text(&browser, ".chat-log", "it is order 5521, thanks").await?;
+        let same_page: String = browser
+            .execute(
+                "return document.title + '|' + performance.timeOrigin;",
+                vec![],
+            )
+            .await?
+            .convert()?;
+        assert_eq!(marker, same_page, "the message arrived without a reload");
         browser
             .screenshot(&shots.join("admin-3-conversation.png"))
             .await?;
@@ -605,5 +625,173 @@ async fn the_simulator_round_trip_gets_an_answer_from_the_assistant() {
     assert!(
         metrics.contains("kedai_webhook_accepted_total{source=\"twilio_inbound\""),
         "the message took the signed webhook"
+    );
+}
+
+/// Signs `email` in to the back-office (password "correct horse battery").
+async fn admin_sign_in(
+    browser: &WebDriver,
+    app: &crate::helpers::TestApp,
+    email: &str,
+) -> WebDriverResult<()> {
+    browser.goto(format!("{}/admin/login", app.address)).await?;
+    browser
+        .find(By::Css("#email"))
+        .await?
+        .send_keys(email)
+        .await?;
+    browser
+        .find(By::Css("#password"))
+        .await?
+        .send_keys("correct horse battery")
+        .await?;
+    browser
+        .find(By::Css("form[action='/admin/login'] button"))
+        .await?
+        .click()
+        .await?;
+    wait_for_url(browser, "/admin").await
+}
+
+/// Staff in headless Chromium: open a paid order from the list, mark it
+/// shipped with a tracking number, and find the shopper's WhatsApp notice
+/// (sent by the event bus) in the message outbox; then upload a document
+/// to the knowledge base and find it with the assistant's search box.
+/// Screenshots of the order, the outbox and the search are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_ship_an_order_and_upload_a_document() {
+    if !browser_available() {
+        return;
+    }
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    kedai::admin::create(
+        &app.context.writer,
+        "aina@shop.test",
+        "Aina",
+        kedai::admin::Role::Staff,
+        "correct horse battery",
+    )
+    .await
+    .unwrap();
+    let phone = "+60121110090";
+    let order =
+        crate::shop::paid_order(&app.context.writer, &crate::shop::Buyer::opted_in(phone), 1).await;
+    crate::shop::drain(&app).await;
+    let knowledge = &app.context.knowledge;
+    knowledge.seed_demo_documents().await.unwrap();
+    knowledge
+        .sync(kedai::knowledge::Scope::All, None)
+        .await
+        .unwrap();
+    knowledge.refresh().await.unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let document = folder.path().join("penang-pop-up.md");
+    std::fs::write(
+        &document,
+        "---\ntitle: Our Penang pop-up\nkind: page\n---\n# Our Penang pop-up\n\n\
+         Our pop-up store at Gurney Plaza in Penang opens every Saturday in December, 10am to 6pm.\n",
+    )
+    .unwrap();
+
+    let (_driver, driver_url) = start_chromedriver().await;
+    let browser = chrome(&driver_url).await;
+    let shots = artifacts_dir();
+    let result = async {
+        admin_sign_in(&browser, &app, "aina@shop.test").await?;
+        browser
+            .find(By::Css("nav a[href='/admin/orders']"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "/admin/orders").await?;
+        browser
+            .find(By::Css(format!("a[href='/admin/orders/{order}']")))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, &format!("/admin/orders/{order}")).await?;
+        browser.screenshot(&shots.join("admin-5-order.png")).await?;
+        browser
+            .find(By::Css("#tracking-number"))
+            .await?
+            .send_keys("MY123456789")
+            .await?;
+        browser
+            .find(By::Css("form[action$='/ship'] button"))
+            .await?
+            .click()
+            .await?;
+        wait_for_text(&browser, "#shipment", "MY123456789").await?;
+        let status = browser.find(By::Css("#order-status")).await?.text().await?;
+        assert!(status.to_lowercase().contains("shipped"), "{status}");
+
+        // The bus sends the shopper's notice; the outbox shows it.
+        crate::shop::drain(&app).await;
+        browser
+            .find(By::Css("nav a[href='/admin/messages']"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "/admin/messages").await?;
+        browser
+            .find(By::Css("#message-to"))
+            .await?
+            .send_keys(phone)
+            .await?;
+        browser
+            .find(By::Css("form[action='/admin/messages'] button"))
+            .await?
+            .click()
+            .await?;
+        let outbox = wait_for_text(&browser, "#messages", "is on its way").await?;
+        assert!(outbox.contains("MY123456789"), "{outbox}");
+        browser
+            .screenshot(&shots.join("admin-6-outbox.png"))
+            .await?;
+
+        // A document uploaded from the knowledge page is found by the
+        // assistant's own search.
+        browser
+            .find(By::Css("nav a[href='/admin/knowledge']"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "/admin/knowledge").await?;
+        browser
+            .find(By::Css("#kb-file"))
+            .await?
+            .send_keys(document.to_str().unwrap())
+            .await?;
+        browser
+            .find(By::Css("#kb-upload button"))
+            .await?
+            .click()
+            .await?;
+        wait_for_url(&browser, "notice=uploaded").await?;
+        knowledge.refresh().await.unwrap();
+        browser
+            .find(By::Css("#kb-q"))
+            .await?
+            .send_keys("when does the penang pop-up open?")
+            .await?;
+        browser
+            .find(By::Css("#kb-search button"))
+            .await?
+            .click()
+            .await?;
+        let results = wait_for_text(&browser, "#kb-results", "Our Penang pop-up").await?;
+        assert!(results.contains("Gurney Plaza"), "{results}");
+        browser
+            .screenshot(&shots.join("admin-7-knowledge-search.png"))
+            .await?;
+        Ok::<(), WebDriverError>(())
+    }
+    .await;
+    browser.quit().await.ok();
+    result.expect("the staff journey works");
+    let sent = crate::shop::messages_to(&app, phone).await;
+    assert!(
+        sent.iter().any(|m| m.body.contains("MY123456789")),
+        "the shipping notice went to the shopper: {sent:?}"
     );
 }
