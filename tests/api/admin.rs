@@ -982,13 +982,8 @@ async fn the_knowledge_page_uploads_searches_and_deletes(backend: Backend) {
     let Some(app) = app_with_admins(backend).await else {
         return;
     };
+    crate::chat::with_demo_knowledge(&app).await;
     let knowledge = &app.context.knowledge;
-    knowledge.seed_demo_documents().await.unwrap();
-    knowledge
-        .sync(kedai::knowledge::Scope::All, None)
-        .await
-        .unwrap();
-    knowledge.refresh().await.unwrap();
 
     let support = Browser::sign_in(&app, "support@shop.test").await;
     let html = support

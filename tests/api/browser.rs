@@ -413,6 +413,49 @@ async fn wait_for_text(browser: &WebDriver, css: &str, wanted: &str) -> WebDrive
     }
 }
 
+/// An admin whose password is "correct horse battery".
+async fn create_admin(
+    app: &crate::helpers::TestApp,
+    email: &str,
+    name: &str,
+    role: kedai::admin::Role,
+) {
+    kedai::admin::create(
+        &app.context.writer,
+        email,
+        name,
+        role,
+        "correct horse battery",
+    )
+    .await
+    .unwrap();
+}
+
+/// Signs `email` in to the back-office (password "correct horse battery").
+async fn admin_sign_in(
+    browser: &WebDriver,
+    app: &crate::helpers::TestApp,
+    email: &str,
+) -> WebDriverResult<()> {
+    browser.goto(format!("{}/admin/login", app.address)).await?;
+    browser
+        .find(By::Css("#email"))
+        .await?
+        .send_keys(email)
+        .await?;
+    browser
+        .find(By::Css("#password"))
+        .await?
+        .send_keys("correct horse battery")
+        .await?;
+    browser
+        .find(By::Css("form[action='/admin/login'] button"))
+        .await?
+        .click()
+        .await?;
+    wait_for_url(browser, "/admin").await
+}
+
 /// An admin in headless Chromium: signs in, finds the conversation that
 /// needs a person on the dashboard and in the inbox, takes it over, replies
 /// on WhatsApp, releases it. Screenshots of the dashboard, the inbox and the
@@ -423,15 +466,13 @@ async fn admin_takes_over_a_conversation_replies_and_releases_it() {
         return;
     }
     let app = spawn_app(Backend::Sqlite).await.unwrap();
-    kedai::admin::create(
-        &app.context.writer,
+    create_admin(
+        &app,
         "nadia@shop.test",
         "Nadia",
         kedai::admin::Role::Support,
-        "correct horse battery",
     )
-    .await
-    .unwrap();
+    .await;
     let phone = "+60121110070";
     crate::chat::whatsapp_signed(&app, phone, "can I talk to a human please", "SMbr1").await;
     app.context.chat.drain(100).await.unwrap();
@@ -440,24 +481,10 @@ async fn admin_takes_over_a_conversation_replies_and_releases_it() {
     let shots = artifacts_dir();
 
     let result = async {
+        // The dashboard sends a stranger to the sign-in page.
         browser.goto(format!("{}/admin", app.address)).await?;
         wait_for_url(&browser, "/admin/login").await?;
-        browser
-            .find(By::Css("#email"))
-            .await?
-            .send_keys("nadia@shop.test")
-            .await?;
-        browser
-            .find(By::Css("#password"))
-            .await?
-            .send_keys("correct horse battery")
-            .await?;
-        browser
-            .find(By::Css("form[action='/admin/login'] button"))
-            .await?
-            .click()
-            .await?;
-        wait_for_url(&browser, "/admin").await?;
+        admin_sign_in(&browser, &app, "nadia@shop.test").await?;
         let tiles = browser.find(By::Css(".admin-tiles")).await?.text().await?;
         assert!(tiles.contains("1\nconversations need a person"), "{tiles}");
         browser
@@ -555,43 +582,19 @@ async fn the_simulator_round_trip_gets_an_answer_from_the_assistant() {
     let app = crate::helpers::spawn_app_with(Backend::Sqlite, &[("chat.enabled", "true")])
         .await
         .unwrap();
-    app.context.knowledge.seed_demo_documents().await.unwrap();
-    app.context
-        .knowledge
-        .sync(kedai::knowledge::Scope::All, None)
-        .await
-        .unwrap();
-    app.context.knowledge.refresh().await.unwrap();
-    kedai::admin::create(
-        &app.context.writer,
+    crate::chat::with_demo_knowledge(&app).await;
+    create_admin(
+        &app,
         "nadia@shop.test",
         "Nadia",
         kedai::admin::Role::Support,
-        "correct horse battery",
     )
-    .await
-    .unwrap();
+    .await;
     let (_driver, driver_url) = start_chromedriver().await;
     let browser = chrome(&driver_url).await;
     let shots = artifacts_dir();
     let result = async {
-        browser.goto(format!("{}/admin/login", app.address)).await?;
-        browser
-            .find(By::Css("#email"))
-            .await?
-            .send_keys("nadia@shop.test")
-            .await?;
-        browser
-            .find(By::Css("#password"))
-            .await?
-            .send_keys("correct horse battery")
-            .await?;
-        browser
-            .find(By::Css("form[action='/admin/login'] button"))
-            .await?
-            .click()
-            .await?;
-        wait_for_url(&browser, "/admin").await?;
+        admin_sign_in(&browser, &app, "nadia@shop.test").await?;
         browser
             .find(By::Css("a[href='/admin/simulator']"))
             .await?
@@ -628,31 +631,6 @@ async fn the_simulator_round_trip_gets_an_answer_from_the_assistant() {
     );
 }
 
-/// Signs `email` in to the back-office (password "correct horse battery").
-async fn admin_sign_in(
-    browser: &WebDriver,
-    app: &crate::helpers::TestApp,
-    email: &str,
-) -> WebDriverResult<()> {
-    browser.goto(format!("{}/admin/login", app.address)).await?;
-    browser
-        .find(By::Css("#email"))
-        .await?
-        .send_keys(email)
-        .await?;
-    browser
-        .find(By::Css("#password"))
-        .await?
-        .send_keys("correct horse battery")
-        .await?;
-    browser
-        .find(By::Css("form[action='/admin/login'] button"))
-        .await?
-        .click()
-        .await?;
-    wait_for_url(browser, "/admin").await
-}
-
 /// Staff in headless Chromium: open a paid order from the list, mark it
 /// shipped with a tracking number, and find the shopper's WhatsApp notice
 /// (sent by the event bus) in the message outbox; then upload a document
@@ -664,26 +642,13 @@ async fn staff_ship_an_order_and_upload_a_document() {
         return;
     }
     let app = spawn_app(Backend::Sqlite).await.unwrap();
-    kedai::admin::create(
-        &app.context.writer,
-        "aina@shop.test",
-        "Aina",
-        kedai::admin::Role::Staff,
-        "correct horse battery",
-    )
-    .await
-    .unwrap();
+    create_admin(&app, "aina@shop.test", "Aina", kedai::admin::Role::Staff).await;
     let phone = "+60121110090";
     let order =
         crate::shop::paid_order(&app.context.writer, &crate::shop::Buyer::opted_in(phone), 1).await;
     crate::shop::drain(&app).await;
+    crate::chat::with_demo_knowledge(&app).await;
     let knowledge = &app.context.knowledge;
-    knowledge.seed_demo_documents().await.unwrap();
-    knowledge
-        .sync(kedai::knowledge::Scope::All, None)
-        .await
-        .unwrap();
-    knowledge.refresh().await.unwrap();
     let folder = tempfile::tempdir().unwrap();
     let document = folder.path().join("penang-pop-up.md");
     std::fs::write(

@@ -27,11 +27,17 @@ pub async fn chat_app(backend: Backend, extra: &[(&str, &str)]) -> Option<TestAp
     ];
     settings.extend_from_slice(extra);
     let app = spawn_app_with(backend, &settings).await?;
+    with_demo_knowledge(&app).await;
+    Some(app)
+}
+
+/// Writes the demo knowledge base into the app's store, ingests it and
+/// loads it, as a fresh install does at its first start.
+pub async fn with_demo_knowledge(app: &TestApp) {
     let knowledge = &app.context.knowledge;
     knowledge.seed_demo_documents().await.unwrap();
     knowledge.sync(Scope::All, None).await.unwrap();
     knowledge.refresh().await.unwrap();
-    Some(app)
 }
 
 fn params(from: &str, body: &str, sid: &str) -> Vec<(String, String)> {
