@@ -93,7 +93,13 @@ pub fn demo_document_keys() -> Vec<String> {
 impl Knowledge {
     /// Writes the demo knowledge base into an empty document store;
     /// returns how many documents it wrote.
+    ///
+    /// Holds the ingest lock, so a sync in this process never lists the
+    /// store half-written (it would ingest part of the demo and leave the
+    /// rest for the next sync), and a second seeder waits and finds the
+    /// store full.
     pub async fn seed_demo_documents(&self) -> anyhow::Result<usize> {
+        let _one_at_a_time = self.inner.ingesting.lock().await;
         if !self.inner.store.list().await?.is_empty() {
             return Ok(0);
         }

@@ -741,3 +741,40 @@ async fn a_product_change_reaches_the_knowledge_base_on_its_own() {
     }
     assert!(text.contains("sold out"), "{text}");
 }
+
+/// The background loop writes the demo documents at start. A sync that
+/// starts while they are being written waits for them instead of
+/// ingesting part of the demo (the rest would wait for the next sync, and
+/// the assistant would not know about delivery to Sabah meanwhile).
+#[tokio::test]
+async fn a_sync_while_the_demo_is_written_ingests_all_of_it() {
+    let Some(app) = app(Backend::Sqlite, &[]).await else {
+        return;
+    };
+    let knowledge = app.context.knowledge.clone();
+    // The app's own loop may be seeding already; one more seeder makes
+    // sure somebody is.
+    let seeding = tokio::spawn({
+        let knowledge = knowledge.clone();
+        async move { knowledge.seed_demo_documents().await.unwrap() }
+    });
+    for _ in 0..2000 {
+        if !knowledge.store().list().await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let first = knowledge.sync(Scope::All, None).await.unwrap();
+    seeding.await.unwrap();
+    assert_eq!(
+        knowledge.store().list().await.unwrap().len(),
+        kedai::knowledge::demo_document_keys().len()
+    );
+    let second = knowledge.sync(Scope::All, None).await.unwrap();
+    assert!(first.added > 0, "{first:?}");
+    assert_eq!(
+        (second.added, second.updated, second.deleted),
+        (0, 0, 0),
+        "the first sync saw the whole demo: {first:?} then {second:?}"
+    );
+}
