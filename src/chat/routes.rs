@@ -25,9 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api/ops/chat")
             .route("/conversations", web::get().to(list))
             .route("/conversations/{id}", web::get().to(detail))
-            .route("/conversations/{id}/takeover", web::post().to(take_over))
-            .route("/conversations/{id}/reply", web::post().to(reply))
-            .route("/conversations/{id}/release", web::post().to(release))
+            .route("/conversations/{id}/{action}", web::post().to(act))
             .route("/missing-knowledge", web::get().to(missing)),
     );
 }
@@ -155,54 +153,39 @@ fn bad_admin() -> HttpResponse {
     )
 }
 
-async fn take_over(
+/// `POST /conversations/{id}/{action}`: `takeover` and `release` answer
+/// with the conversation, `reply` with the message sent.
+async fn act(
     req: HttpRequest,
     ctx: web::Data<AppContext>,
-    path: web::Path<i64>,
+    path: web::Path<(i64, String)>,
     body: web::Json<AdminBody>,
 ) -> HttpResponse {
     guard!(req, ctx);
+    let (id, action) = path.into_inner();
     let Some(admin) = admin_name(&body) else {
         return bad_admin();
     };
-    match ctx.chat.take_over(path.into_inner(), admin).await {
-        Ok(conversation) => HttpResponse::Ok().json(json!({ "conversation": conversation })),
-        Err(error) => handover_problem(error),
-    }
-}
-
-async fn reply(
-    req: HttpRequest,
-    ctx: web::Data<AppContext>,
-    path: web::Path<i64>,
-    body: web::Json<AdminBody>,
-) -> HttpResponse {
-    guard!(req, ctx);
-    let Some(admin) = admin_name(&body) else {
-        return bad_admin();
+    let done = match action.as_str() {
+        "takeover" => ctx
+            .chat
+            .take_over(id, admin)
+            .await
+            .map(|conversation| json!({ "conversation": conversation })),
+        "release" => ctx
+            .chat
+            .release(id, admin)
+            .await
+            .map(|conversation| json!({ "conversation": conversation })),
+        "reply" => ctx
+            .chat
+            .reply_as_human(id, admin, &body.text)
+            .await
+            .map(|message| json!({ "message": message })),
+        _ => return problem(StatusCode::NOT_FOUND, "no such action"),
     };
-    match ctx
-        .chat
-        .reply_as_human(path.into_inner(), admin, &body.text)
-        .await
-    {
-        Ok(message) => HttpResponse::Ok().json(json!({ "message": message })),
-        Err(error) => handover_problem(error),
-    }
-}
-
-async fn release(
-    req: HttpRequest,
-    ctx: web::Data<AppContext>,
-    path: web::Path<i64>,
-    body: web::Json<AdminBody>,
-) -> HttpResponse {
-    guard!(req, ctx);
-    let Some(admin) = admin_name(&body) else {
-        return bad_admin();
-    };
-    match ctx.chat.release(path.into_inner(), admin).await {
-        Ok(conversation) => HttpResponse::Ok().json(json!({ "conversation": conversation })),
+    match done {
+        Ok(answer) => HttpResponse::Ok().json(answer),
         Err(error) => handover_problem(error),
     }
 }

@@ -547,6 +547,13 @@ async fn a_taken_over_conversation_gets_no_bot_reply_until_released(backend: Bac
     )
     .await;
     assert_eq!(status, 200);
+    let (status, _) = ops(
+        &app,
+        &format!("/api/ops/chat/conversations/{id}/archive"),
+        json!({"admin": "aisyah@shop"}),
+    )
+    .await;
+    assert_eq!(status, 404, "no such action");
     whatsapp(&app, phone, "can I pay with FPX?", "SMt3").await;
     drain(&app).await;
     let sent = sent_to(&app, phone).await;
