@@ -10,6 +10,7 @@
 //! | `staff` | orders (ship, cancel, refund), catalog and stock, knowledge base, conversations |
 //! | `support` | see orders; conversations (take over, reply, release) — no prices, no refunds |
 
+pub mod catalog;
 pub mod knowledge;
 pub mod operations;
 pub mod orders;
