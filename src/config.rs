@@ -416,11 +416,19 @@ pub struct ShopSettings {
     /// The shop's offset from UTC, e.g. `+08:00`: local days for
     /// analytics, local time for quiet hours.
     pub utc_offset: String,
+    /// The ISO 4217 code new prices are entered in (`MYR`, `SGD`, `USD`).
+    pub currency: String,
 }
 
 impl ShopSettings {
     pub fn offset(&self) -> time::UtcOffset {
         parse_utc_offset(&self.utc_offset).unwrap_or(time::UtcOffset::UTC)
+    }
+
+    /// The shop's currency (validated at startup).
+    pub fn currency(&self) -> crate::catalog::model::Currency {
+        crate::catalog::model::Currency::parse(&self.currency)
+            .unwrap_or(crate::catalog::model::Currency::Myr)
     }
 }
 
@@ -752,6 +760,9 @@ impl Settings {
         if parse_utc_offset(&self.shop.utc_offset).is_none() {
             bail!("shop.utc_offset must look like +08:00 or -05:30");
         }
+        if crate::catalog::model::Currency::parse(&self.shop.currency).is_none() {
+            bail!("shop.currency must be one of MYR, SGD or USD");
+        }
         if self.events.batch_size == 0 || self.events.batch_size > 1000 {
             bail!("events.batch_size must be between 1 and 1000");
         }
@@ -935,7 +946,7 @@ impl Settings {
                 "api_base": self.stripe.api_base,
             },
             "lark": { "webhook_url": redact_url(&self.lark.webhook_url), "secret": redact(&self.lark.secret) },
-            "shop": { "utc_offset": self.shop.utc_offset },
+            "shop": { "utc_offset": self.shop.utc_offset, "currency": self.shop.currency },
             "events": {
                 "enabled": self.events.enabled,
                 "poll_interval": duration(self.events.poll_interval),

@@ -11,6 +11,7 @@
 //! | `support` | see orders; conversations (take over, reply, release) — no prices, no refunds |
 
 pub mod conversations;
+pub mod catalog;
 pub mod knowledge;
 pub mod operations;
 pub mod orders;

@@ -35,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     super::operations::configure(cfg);
     super::orders::configure(cfg);
     super::knowledge::configure(cfg);
+    super::catalog::configure(cfg);
 }
 
 /// What every admin page shares.

@@ -118,3 +118,30 @@ pub mod catalog_state {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod stock_ledger {
+    use sea_orm::entity::prelude::*;
+
+    /// One change to a variant's units on hand, with its reason; written in
+    /// the same transaction as the change, never updated.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "stock_ledger")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub variant_id: i64,
+        pub sku: String,
+        pub delta: i32,
+        pub stock_after: i32,
+        pub reason: String,
+        pub note: String,
+        pub admin_email: Option<String>,
+        pub order_id: Option<i64>,
+        pub created_at: time::OffsetDateTime,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

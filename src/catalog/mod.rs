@@ -8,6 +8,7 @@
 
 pub mod demo;
 pub mod demo_data;
+pub mod edit;
 pub mod entity;
 pub mod media;
 pub mod model;
@@ -31,13 +32,36 @@ pub use read_model::{CatalogSnapshot, SearchTerms};
 /// whether its condition held and stamps the variant's `updated_at`, which
 /// the replicas' refresh loops watch (see [`Catalog::refresh_if_changed`]);
 /// they deliberately do not bump `catalog_state.version`, whose single row
-/// would serialise every concurrent checkout on PostgreSQL.
+/// would serialise every concurrent checkout on PostgreSQL. Selling and
+/// restocking change the units on hand, so they also append a row to the
+/// stock ledger under the order's id (reserving does not: the units stay
+/// on the shelf).
 pub mod stock {
     pub use super::repo::{
         VariantForSale, release_stock, reserve_stock, restock, take_reserved_stock,
         take_unreserved_stock, variant_categories, variants_for_sale,
     };
 }
+
+/// The back-office's catalog: every product (archived ones too) with its
+/// stock totals, the low-stock list, one product with its variants, and
+/// the changes admins make: create, edit, archive and bring back products,
+/// add and edit variants, adjust stock with a reason. Each write is one
+/// transaction through the `Writer` that bumps `catalog_state.version`
+/// (edits) or stamps `variants.updated_at` (stock), so every replica's
+/// snapshot, and through it the knowledge base's product documents,
+/// follows within `catalog.refresh_interval`; each adjustment writes its
+/// stock-ledger row in that same transaction.
+pub use edit::{
+    Adjustment, EditError, LedgerEntry, LowStockVariant, ProductDraft, ProductFilter,
+    ProductRecord, ProductStatus, ProductSummary, StockAdjusted, StockReason, VariantDraft,
+    VariantRecord,
+};
+pub use repo::{
+    add_variant, adjust_stock, category_choices, create_product, list_products, low_stock,
+    product_record, set_product_status, stock_ledger, update_product, update_variant,
+    variant_record_by_id,
+};
 
 /// The search results for one normalised query, best first.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,5 +14,5 @@ pub use repo::{
     EventKey, FulfilOutcome, NewOrder, OrderFilter, OrderView, PaymentConfirmation,
     PlaceOrderError, PlacedOrder, ShippingAddress, Transition, advance_fulfilment,
     attach_payment_session, cancel_unpaid, find_by_id, find_by_public_id, find_by_session, fulfil,
-    list, list_for_customer, mark_payment_failed, place, refund, sweep_expired,
+    list, list_for_customer, mark_payment_failed, place, public_ids, refund, sweep_expired,
 };

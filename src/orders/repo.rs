@@ -319,9 +319,9 @@ pub async fn fulfil(db: &Writer, payment: &PaymentConfirmation) -> Result<Fulfil
             continue;
         };
         let taken = if reservation_held {
-            stock::take_reserved_stock(&txn, variant_id, line.quantity).await?
+            stock::take_reserved_stock(&txn, variant_id, line.quantity, order.id).await?
         } else {
-            stock::take_unreserved_stock(&txn, variant_id, line.quantity).await?
+            stock::take_unreserved_stock(&txn, variant_id, line.quantity, order.id).await?
         };
         if !taken {
             short.push(line.sku.clone());
@@ -544,7 +544,7 @@ pub async fn refund(
     if restock {
         for line in &lines {
             if let Some(variant_id) = line.variant_id {
-                stock::restock(&txn, variant_id, line.quantity).await?;
+                stock::restock(&txn, variant_id, line.quantity, order.id).await?;
             }
         }
     }
@@ -837,6 +837,24 @@ pub async fn list(
     let total = paginator.num_items().await?;
     let orders = paginator.fetch_page(page.saturating_sub(1)).await?;
     Ok((orders, total))
+}
+
+/// The public ids of the orders among `ids` (for links from other pages,
+/// such as the stock ledger's sales).
+pub async fn public_ids(
+    db: &DatabaseConnection,
+    ids: &[i64],
+) -> Result<HashMap<i64, String>, DbErr> {
+    use sea_orm::QuerySelect;
+    let rows: Vec<(i64, String)> = order::Entity::find()
+        .select_only()
+        .column(order::Column::Id)
+        .column(order::Column::PublicId)
+        .filter(order::Column::Id.is_in(ids.iter().copied()))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// The order paid through a payment session.

@@ -8,7 +8,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use crate::helpers::{Backend, Browser, TestApp, between, spawn_app_with, visitor_cookie};
 
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 impl Browser {
     /// A browser on the back-office's sign-in page.
@@ -16,7 +16,7 @@ impl Browser {
         Browser::open_at(app, "/admin/login", "kedai_admin").await
     }
 
-    async fn sign_in(app: &TestApp, email: &str) -> Browser {
+    pub(crate) async fn sign_in(app: &TestApp, email: &str) -> Browser {
         let mut browser = Browser::open_admin(app).await;
         let response = browser
             .post(
@@ -32,7 +32,7 @@ impl Browser {
     }
 }
 
-async fn app_with_admins(backend: Backend) -> Option<TestApp> {
+pub(crate) async fn app_with_admins(backend: Backend) -> Option<TestApp> {
     let app = spawn_app_with(backend, &[]).await?;
     for (email, role) in [
         ("owner@shop.test", Role::Owner),
@@ -137,7 +137,7 @@ async fn authorization_follows_roles_postgres() {
 }
 
 /// A signed-in shopper's session cookie.
-async fn shopper_session(app: &TestApp) -> String {
+pub(crate) async fn shopper_session(app: &TestApp) -> String {
     let response = app.get("/account/signup").await;
     let visitor = visitor_cookie(&response).unwrap();
     let html = response.text().await.unwrap();

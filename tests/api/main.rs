@@ -6,6 +6,7 @@ mod shop;
 
 mod accounts;
 mod admin;
+mod admin_catalog;
 mod alerts;
 mod browser;
 mod cache;
