@@ -14,6 +14,7 @@ mod m20261125_000007_chat_queue;
 mod m20261125_000008_conversations;
 mod m20261125_000009_admin;
 mod m20261203_000010_phone_verification;
+mod m20261203_000012_alerts;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000008_conversations::Migration),
             Box::new(m20261125_000009_admin::Migration),
             Box::new(m20261203_000010_phone_verification::Migration),
+            Box::new(m20261203_000012_alerts::Migration),
         ]
     }
 }

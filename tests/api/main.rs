@@ -7,6 +7,7 @@ mod shop;
 mod accounts;
 mod admin;
 mod alerts;
+mod alerts_rules;
 mod browser;
 mod cache;
 mod cart;
