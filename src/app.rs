@@ -28,6 +28,7 @@ use crate::platform::cache::{self, Cache};
 use crate::platform::carrier::{Carrier, HttpCarrier, ManualCarrier};
 use crate::platform::db;
 use crate::platform::messaging::{Messaging, RecordedTransport, Transport, TwilioTransport};
+use crate::platform::upstream::UpstreamSignals;
 use crate::web::assets;
 use crate::web::error::{AppError, not_found};
 use crate::web::session::Sessions;
@@ -67,6 +68,11 @@ pub struct AppContext {
     pub queue: Arc<dyn crate::platform::queue::Queue>,
     /// The WhatsApp assistant (intake, workers, hand-over).
     pub chat: crate::chat::Assistant,
+    /// What this replica observes about itself (rolling windows of HTTP
+    /// requests and database statements, vendor throttling).
+    pub signals: ops::Signals,
+    /// The alert rules' evaluator (steppable: `evaluate_once`).
+    pub alerting: crate::alerts::Alerting,
     /// Cancelled when the process starts shutting down.
     pub shutdown: CancellationToken,
 }
@@ -170,8 +176,19 @@ fn embedded_twilio_token(path: &std::path::Path) -> SecretString {
     }
 }
 
-/// The messaging service for `messaging.kind`.
+/// The messaging service for `messaging.kind` (for the CLI and tools:
+/// nobody reads what its transport observes).
 pub fn messaging(settings: &Settings, writer: db::Writer) -> anyhow::Result<Messaging> {
+    messaging_reporting(settings, writer, &UpstreamSignals::default())
+}
+
+/// The messaging service for `messaging.kind`; a vendor's transport
+/// reports its throttling and outcomes to `upstreams`.
+pub fn messaging_reporting(
+    settings: &Settings,
+    writer: db::Writer,
+    upstreams: &UpstreamSignals,
+) -> anyhow::Result<Messaging> {
     let transport: Arc<dyn Transport> = match settings.messaging.kind {
         MessagingKind::Recorded => Arc::new(RecordedTransport),
         MessagingKind::Twilio => Arc::new(
@@ -181,6 +198,7 @@ pub fn messaging(settings: &Settings, writer: db::Writer) -> anyhow::Result<Mess
                 settings.twilio.auth_token.clone(),
                 &settings.twilio.from,
                 settings.twilio.timeout,
+                upstreams.clone(),
             )
             .context("could not set up the Twilio client")?,
         ),
@@ -263,7 +281,11 @@ impl Application {
         warn_about_embedded_backends(&settings);
         warn_about_missing_templates(&settings);
 
-        let db = db::connect(&settings.database).await?;
+        let signals = ops::Signals::default();
+        let mut db = db::connect(&settings.database).await?;
+        // Before the connection is cloned: each clone keeps the callback.
+        let statements = signals.database.clone();
+        db.set_metric_callback(move |info| statements.record(info.elapsed, info.failed));
         if settings.database.migrate_on_start {
             db::migrate(&db).await?;
         }
@@ -290,7 +312,7 @@ impl Application {
             .context("could not set up the cache (redis.*)")?;
         let writer = db::Writer::new(db.clone());
         let links = OrderLinks::new(secret.clone());
-        let messaging = messaging(&settings, writer.clone())?;
+        let messaging = messaging_reporting(&settings, writer.clone(), &signals.upstreams)?;
         let bus = event_bus(
             &settings,
             &writer,
@@ -304,6 +326,7 @@ impl Application {
             db.clone(),
             writer.clone(),
             Some(catalog.clone()),
+            &signals.upstreams,
         )
         .await
         .context("could not set up the knowledge base")?;
@@ -311,7 +334,7 @@ impl Application {
             .await
             .context("could not set up the chat queue (queue.*)")?;
         let settings = Arc::new(settings);
-        let llm = crate::chat::llm_from_settings(&settings)
+        let llm = crate::chat::llm_from_settings(&settings, &signals.upstreams)
             .await
             .context("could not set up the chat model (llm.*)")?;
         let chat = crate::chat::Assistant::new(
@@ -322,7 +345,21 @@ impl Application {
             messaging.clone(),
             llm,
         );
+        let shutdown = CancellationToken::new();
+        let sink = crate::platform::alerts::from_settings(&settings, &shutdown)
+            .context("could not set up the alert sink (alerts.*, lark.*)")?;
+        let alerting = crate::alerts::Alerting::new(crate::alerts::AlertingParts {
+            writer: writer.clone(),
+            cache: cache.clone(),
+            queue: queue.clone(),
+            signals: signals.clone(),
+            sink,
+            settings: settings.clone(),
+            shutdown: shutdown.clone(),
+        });
         let context = AppContext {
+            signals,
+            alerting,
             knowledge,
             queue,
             chat,
@@ -341,7 +378,7 @@ impl Application {
             csrf: Csrf::new(secret),
             links,
             self_url,
-            shutdown: CancellationToken::new(),
+            shutdown,
             settings,
         };
         announce_admin_setup(&context).await;
@@ -362,6 +399,9 @@ impl Application {
         }
         if context.settings.chat.enabled {
             tasks.spawn(context.chat.clone().run(context.shutdown.clone()));
+        }
+        if context.settings.alerts.enabled {
+            tasks.spawn(context.alerting.clone().run(context.shutdown.clone()));
         }
         // Loads, seeds (demo) and ingests in the background: the shop is
         // ready before the knowledge base is.
@@ -431,11 +471,13 @@ impl Application {
 
 fn http_server(listener: TcpListener, context: AppContext) -> anyhow::Result<Server> {
     let settings = context.settings.clone();
+    let window = context.signals.http.clone();
     let data = web::Data::new(context);
     let access_log = settings.server.access_log;
     let max_body = settings.server.max_body_bytes;
     let https = settings.server.public_url.scheme() == "https";
     let mut server = HttpServer::new(move || {
+        let window = window.clone();
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(max_body))
@@ -455,7 +497,7 @@ fn http_server(listener: TcpListener, context: AppContext) -> anyhow::Result<Ser
             .wrap(middleware::Compress::default())
             .wrap(security_headers(https))
             .wrap(middleware::from_fn(move |req, next| {
-                ops::middleware::observe(access_log, req, next)
+                ops::middleware::observe(access_log, window.clone(), req, next)
             }))
             .configure(ops::configure)
             .configure(catalog::routes::configure)

@@ -258,6 +258,7 @@ async fn knowledge(settings: &Settings) -> anyhow::Result<crate::knowledge::Know
         connection.clone(),
         Writer::new(connection),
         Some(catalog),
+        &crate::platform::upstream::UpstreamSignals::default(),
     )
     .await
 }
@@ -393,7 +394,11 @@ pub async fn kb(settings: &Settings, command: KbCommand) -> anyhow::Result<()> {
                     settings.embeddings.local_dimensions as usize,
                 ))
             } else {
-                crate::knowledge::embedder(settings).await?
+                crate::knowledge::embedder(
+                    settings,
+                    &crate::platform::upstream::UpstreamSignals::default(),
+                )
+                .await?
             };
             let name = embedder.name();
             let evaluation = eval::Evaluation::ingest(&set, embedder, &settings.knowledge).await?;

@@ -364,10 +364,31 @@ pub enum AlertsKind {
     Lark,
 }
 
+/// The alert rules (`alerts` module) and where their alerts go.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsSettings {
     pub kind: AlertsKind,
+    /// Evaluate the rules in this process (the database keeps one open
+    /// alert per rule however many replicas evaluate).
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// `http_errors`: share of 5xx answers over the window (0.01 = 1 %) …
+    pub http_error_rate: f64,
+    /// … once the window holds at least this many requests.
+    pub http_min_requests: u64,
+    /// `chat_queue_oldest`: the oldest chat message has waited longer.
+    #[serde(with = "humantime_serde")]
+    pub queue_oldest: Duration,
+    /// `database_latency`: p99 of database statements over the window …
+    #[serde(with = "humantime_serde")]
+    pub database_p99: Duration,
+    /// … once the window holds at least this many statements.
+    pub database_min_statements: u64,
+    /// `dead_letters`: a dead letter appeared within this long.
+    #[serde(with = "humantime_serde")]
+    pub dead_letter_window: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -786,6 +807,18 @@ impl Settings {
         if self.alerts.kind == AlertsKind::Lark && self.lark.webhook_url.is_empty() {
             bail!("lark.webhook_url is required when alerts.kind = \"lark\"");
         }
+        if self.alerts.interval < Duration::from_secs(1) {
+            bail!("alerts.interval must be at least 1s");
+        }
+        if !(self.alerts.http_error_rate > 0.0 && self.alerts.http_error_rate <= 1.0) {
+            bail!("alerts.http_error_rate must be above 0 and at most 1 (0.01 = 1 %)");
+        }
+        if self.alerts.queue_oldest.is_zero() || self.alerts.database_p99.is_zero() {
+            bail!("alerts.queue_oldest and alerts.database_p99 must be positive");
+        }
+        if self.alerts.dead_letter_window < self.alerts.interval {
+            bail!("alerts.dead_letter_window must be at least alerts.interval");
+        }
         Ok(())
     }
 
@@ -929,7 +962,17 @@ impl Settings {
                 "webhook_secret": redact(&self.carrier.webhook_secret),
                 "timeout": duration(self.carrier.timeout),
             },
-            "alerts": { "kind": format!("{:?}", self.alerts.kind).to_lowercase() },
+            "alerts": {
+                "kind": format!("{:?}", self.alerts.kind).to_lowercase(),
+                "enabled": self.alerts.enabled,
+                "interval": duration(self.alerts.interval),
+                "http_error_rate": self.alerts.http_error_rate,
+                "http_min_requests": self.alerts.http_min_requests,
+                "queue_oldest": duration(self.alerts.queue_oldest),
+                "database_p99": duration(self.alerts.database_p99),
+                "database_min_statements": self.alerts.database_min_statements,
+                "dead_letter_window": duration(self.alerts.dead_letter_window),
+            },
             "aws": { "region": self.aws.region, "endpoint_url": self.aws.endpoint_url },
             "twilio": {
                 "account_sid": self.twilio.account_sid,

@@ -2,6 +2,7 @@
 //! assistant. See ARCHITECTURE.md for the map.
 
 pub mod admin;
+pub mod alerts;
 pub mod analytics;
 pub mod app;
 pub mod cart;

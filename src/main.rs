@@ -77,6 +77,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 connection.clone(),
                 kedai::platform::db::Writer::new(connection),
                 None,
+                &kedai::platform::upstream::UpstreamSignals::default(),
             )
             .await?;
             match knowledge.seed_demo_documents().await? {

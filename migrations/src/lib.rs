@@ -15,6 +15,7 @@ mod m20261125_000008_conversations;
 mod m20261125_000009_admin;
 mod m20261203_000010_phone_verification;
 mod m20261203_000011_stock_ledger;
+mod m20261203_000012_alerts;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000009_admin::Migration),
             Box::new(m20261203_000010_phone_verification::Migration),
             Box::new(m20261203_000011_stock_ledger::Migration),
+            Box::new(m20261203_000012_alerts::Migration),
         ]
     }
 }

@@ -1,6 +1,7 @@
 //! The back-office: admin accounts (separate from shoppers) with roles, the
 //! audit trail of every admin action, the one-time setup link of an empty
-//! install, and the pages (`routes.rs`).
+//! install, and the pages (`routes.rs`, `dashboard.rs`, `orders.rs`,
+//! `knowledge.rs`, `operations.rs`, `alerts.rs`).
 //!
 //! Roles, from most to least:
 //!
@@ -10,8 +11,10 @@
 //! | `staff` | orders (ship, cancel, refund), catalog and stock, knowledge base, conversations |
 //! | `support` | see orders; conversations (take over, reply, release) — no prices, no refunds |
 
-pub mod conversations;
+pub mod alerts;
 pub mod catalog;
+pub mod conversations;
+pub mod dashboard;
 pub mod knowledge;
 pub mod operations;
 pub mod orders;

@@ -9,21 +9,19 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect};
 use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
 
 use super::{AdminError, AdminUser, Permission};
 use crate::app::AppContext;
-use crate::chat::store::{self as chat_store, State};
+use crate::chat::store as chat_store;
 use crate::web::error::AppError;
 use crate::web::http::{CachePolicy, client_address, render, see_other};
 use crate::web::visitor::{Visitor, verified_visitor};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin", web::get().to(dashboard))
-        .route("/admin/login", web::get().to(show_login))
+    cfg.route("/admin/login", web::get().to(show_login))
         .route("/admin/login", web::post().to(submit_login))
         .route("/admin/logout", web::post().to(logout))
         .route("/admin/setup/{token}", web::get().to(show_setup))
@@ -31,11 +29,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/audit", web::get().to(audit))
         .route("/admin/simulator", web::get().to(simulator))
         .route("/admin/simulator", web::post().to(simulate));
+    super::dashboard::configure(cfg);
     super::conversations::configure(cfg);
     super::operations::configure(cfg);
     super::orders::configure(cfg);
     super::knowledge::configure(cfg);
     super::catalog::configure(cfg);
+    super::alerts::configure(cfg);
 }
 
 /// What every admin page shares.
@@ -393,122 +393,6 @@ async fn submit_setup(
         }
         Err(error) => Err(AppError::Internal(error.into())),
     }
-}
-
-// ---------------------------------------------------------------------------
-// Dashboard.
-
-struct Health {
-    name: &'static str,
-    ok: bool,
-    detail: String,
-}
-
-#[derive(Template)]
-#[template(path = "admin/dashboard.html")]
-struct DashboardPage<'a> {
-    layout: AdminLayout<'a>,
-    orders_today: u64,
-    revenue_today: String,
-    escalations: u64,
-    queue_depth: u64,
-    queue_oldest: String,
-    queue_dead: u64,
-    attention: u64,
-    health: Vec<Health>,
-}
-
-async fn dashboard(req: HttpRequest, ctx: web::Data<AppContext>) -> Result<HttpResponse, AppError> {
-    use crate::orders::entity::order;
-    let admin = admin!(req, ctx, Permission::View);
-    let internal = |e: sea_orm::DbErr| AppError::Internal(e.into());
-    let offset = ctx.settings.shop.offset();
-    let local_midnight = OffsetDateTime::now_utc()
-        .to_offset(offset)
-        .replace_time(time::Time::MIDNIGHT);
-    let paid_today: Vec<(i64, String)> = order::Entity::find()
-        .select_only()
-        .column(order::Column::TotalMinor)
-        .column(order::Column::Currency)
-        .filter(order::Column::PaidAt.gte(local_midnight))
-        .into_tuple()
-        .all(&ctx.db)
-        .await
-        .map_err(internal)?;
-    let revenue: i64 = paid_today.iter().map(|(total, _)| total).sum();
-    let currency = paid_today.first().map_or("MYR", |(_, c)| c.as_str());
-    let attention = order::Entity::find()
-        .filter(order::Column::NeedsAttention.eq(true))
-        .count(&ctx.db)
-        .await
-        .map_err(internal)?;
-    let escalations = chat_store::conversation::Entity::find()
-        .filter(chat_store::conversation::Column::State.eq(State::NeedsHuman.as_str()))
-        .count(&ctx.db)
-        .await
-        .map_err(internal)?;
-    let mut health = Vec::new();
-    let db_ok = crate::platform::db::ping(&ctx.db).await;
-    health.push(Health {
-        name: "database",
-        ok: db_ok.is_ok(),
-        detail: match &db_ok {
-            Ok(()) => format!("{:?}", ctx.settings.database.kind).to_lowercase(),
-            Err(error) => error.to_string(),
-        },
-    });
-    let cache_ok = ctx.cache.ping().await;
-    health.push(Health {
-        name: "cache",
-        ok: cache_ok.is_ok(),
-        detail: match &cache_ok {
-            Ok(()) => ctx.cache.kind().to_string(),
-            Err(error) => error.to_string(),
-        },
-    });
-    let queue = ctx.queue.stats().await;
-    health.push(Health {
-        name: "chat queue",
-        ok: queue.is_ok(),
-        detail: match &queue {
-            Ok(_) => ctx.queue.backend().to_string(),
-            Err(error) => error.to_string(),
-        },
-    });
-    let stats = queue.unwrap_or_default();
-    health.push(Health {
-        name: "knowledge base",
-        ok: ctx.knowledge.corpus().documents() > 0,
-        detail: format!(
-            "{} documents searchable",
-            ctx.knowledge.corpus().documents()
-        ),
-    });
-    health.push(Health {
-        name: "assistant model",
-        ok: true,
-        detail: ctx.chat.responder().to_string(),
-    });
-    health.push(Health {
-        name: "messaging",
-        ok: true,
-        detail: format!("{:?}", ctx.settings.messaging.kind).to_lowercase(),
-    });
-    let visitor = Visitor::of(&req);
-    let template = DashboardPage {
-        layout: layout(&ctx, &visitor, "Dashboard", Some(&admin), "dashboard"),
-        orders_today: paid_today.len() as u64,
-        revenue_today: crate::chat::answer::money(revenue, currency),
-        escalations,
-        queue_depth: stats.depth,
-        queue_oldest: stats
-            .oldest_age
-            .map_or("empty".into(), |age| format!("oldest {}s", age.as_secs())),
-        queue_dead: stats.dead,
-        attention,
-        health,
-    };
-    page(&req, &ctx, &visitor, &template, StatusCode::OK)
 }
 
 // ---------------------------------------------------------------------------

@@ -96,12 +96,18 @@ impl Assistant {
     }
 }
 
-/// The model `[llm]` names; `None` for the offline responder.
-pub async fn llm_from_settings(settings: &Settings) -> anyhow::Result<Option<Arc<dyn Llm>>> {
+/// The model `[llm]` names; `None` for the offline responder. A vendor's
+/// model reports its throttling and outcomes to `upstreams`.
+pub async fn llm_from_settings(
+    settings: &Settings,
+    upstreams: &crate::platform::upstream::UpstreamSignals,
+) -> anyhow::Result<Option<Arc<dyn Llm>>> {
     Ok(match settings.llm.kind {
         LlmKind::Offline => None,
         LlmKind::Bedrock => Some(Arc::new(
-            crate::platform::llm::bedrock::BedrockLlm::from_settings(settings).await?,
+            crate::platform::llm::bedrock::BedrockLlm::from_settings(settings)
+                .await?
+                .reporting_to(upstreams.clone()),
         )),
     })
 }

@@ -428,6 +428,15 @@ pub async fn by_identity(
         .await
 }
 
+/// How many conversations are in `state` (the dashboard's escalations).
+pub async fn count_in_state(db: &DatabaseConnection, state: State) -> Result<u64, DbErr> {
+    use sea_orm::PaginatorTrait;
+    conversation::Entity::find()
+        .filter(conversation::Column::State.eq(state.as_str()))
+        .count(db)
+        .await
+}
+
 /// The open "missing knowledge" list, newest first.
 pub async fn missing_knowledge(
     db: &DatabaseConnection,

@@ -38,9 +38,9 @@ use time::OffsetDateTime;
 
 pub use dispatcher::{DispatchStep, Dispatcher};
 pub use repo::{
-    DeliveryFilter, DeliveryView, EventFilter, EventView, HandlerStats, ReplayError, append, claim,
-    delivery_stats, find_event, list_deliveries, list_events, replay_dead, replay_delivery,
-    replay_range,
+    DeadLetterCounts, DeliveryFilter, DeliveryView, EventFilter, EventView, HandlerStats,
+    ReplayError, append, claim, dead_letter_counts, delivery_stats, find_event, list_deliveries,
+    list_events, replay_dead, replay_delivery, replay_range,
 };
 pub use rules::{Pattern, PatternError};
 

@@ -733,3 +733,28 @@ pub async fn delivery_stats(
     }
     Ok(stats)
 }
+
+/// How many dead letters there are, and how many became dead at or after
+/// `since` (the alert rule's "new dead letters").
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct DeadLetterCounts {
+    pub total: u64,
+    pub since: u64,
+}
+
+pub async fn dead_letter_counts(
+    db: &DatabaseConnection,
+    since: OffsetDateTime,
+) -> Result<DeadLetterCounts, DbErr> {
+    use sea_orm::PaginatorTrait;
+    let dead = || {
+        delivery::Entity::find().filter(delivery::Column::Status.eq(DeliveryStatus::Dead.as_str()))
+    };
+    let total = dead().count(db).await?;
+    // Stored times are UTC; SQLite compares them as text.
+    let since = dead()
+        .filter(delivery::Column::UpdatedAt.gte(since.to_offset(UtcOffset::UTC)))
+        .count(db)
+        .await?;
+    Ok(DeadLetterCounts { total, since })
+}

@@ -36,6 +36,7 @@ use crate::config::{EmbeddingsKind, KnowledgeSettings, Settings, VectorsKind};
 use crate::platform::db::Writer;
 use crate::platform::embed::{Embedder, HashingEmbedder};
 use crate::platform::objects::DocumentStore;
+use crate::platform::upstream::UpstreamSignals;
 use crate::platform::vectors::{
     EmbeddedVectors, IndexOptions, VectorFilter, VectorRecord, VectorStore,
 };
@@ -71,8 +72,12 @@ struct Inner {
     wake: Notify,
 }
 
-/// The embedder the settings name.
-pub async fn embedder(settings: &Settings) -> anyhow::Result<Arc<dyn Embedder>> {
+/// The embedder the settings name; a vendor's embedder reports its
+/// throttling and outcomes to `upstreams`.
+pub async fn embedder(
+    settings: &Settings,
+    upstreams: &UpstreamSignals,
+) -> anyhow::Result<Arc<dyn Embedder>> {
     Ok(match settings.embeddings.kind {
         EmbeddingsKind::Local => Arc::new(HashingEmbedder::new(
             settings.embeddings.local_dimensions as usize,
@@ -80,7 +85,8 @@ pub async fn embedder(settings: &Settings) -> anyhow::Result<Arc<dyn Embedder>> 
         EmbeddingsKind::Bedrock => Arc::new(
             crate::platform::embed::BedrockEmbedder::from_settings(settings)
                 .await
-                .context("could not set up Bedrock embeddings (embeddings.*, aws.*)")?,
+                .context("could not set up Bedrock embeddings (embeddings.*, aws.*)")?
+                .reporting_to(upstreams.clone()),
         ),
     })
 }
@@ -100,9 +106,10 @@ impl Knowledge {
         db: DatabaseConnection,
         writer: Writer,
         catalog: Option<Catalog>,
+        upstreams: &UpstreamSignals,
     ) -> anyhow::Result<Self> {
         let store = DocumentStore::from_settings(settings)?;
-        let embedder = embedder(settings).await?;
+        let embedder = embedder(settings, upstreams).await?;
         let (vectors, local): (Arc<dyn VectorStore>, Option<Arc<EmbeddedVectors>>) =
             match settings.vectors.kind {
                 VectorsKind::Embedded => {

@@ -1,5 +1,7 @@
-//! Per-request observation: request id, tracing span, access log, metrics.
+//! Per-request observation: request id, tracing span, access log, metrics
+//! (Prometheus, and this replica's rolling window for the alert rules).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -8,6 +10,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
+
+use super::window::RollingWindow;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -31,9 +35,11 @@ fn request_id(req: &ServiceRequest) -> String {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
 
-/// The `from_fn` middleware. `access_log` comes from `server.access_log`.
+/// The `from_fn` middleware. `access_log` comes from `server.access_log`;
+/// `window` is the application's HTTP rolling window.
 pub async fn observe(
     access_log: bool,
+    window: Arc<RollingWindow>,
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
@@ -52,7 +58,7 @@ pub async fn observe(
         Err(error) => {
             // Errors that escaped the handlers still get counted and an id.
             let status = error.as_response_error().status_code();
-            record(&method, &route, status.as_u16(), started);
+            record(&window, &method, &route, status.as_u16(), started);
             return Err(error);
         }
     };
@@ -60,7 +66,7 @@ pub async fn observe(
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID.clone(), value);
     }
-    let elapsed = record(&method, &route, status, started);
+    let elapsed = record(&window, &method, &route, status, started);
     if access_log {
         span.in_scope(|| {
             tracing::info!(
@@ -74,8 +80,10 @@ pub async fn observe(
     Ok(response)
 }
 
-fn record(method: &str, route: &str, status: u16, started: Instant) -> f64 {
-    let elapsed = started.elapsed().as_secs_f64();
+fn record(window: &RollingWindow, method: &str, route: &str, status: u16, started: Instant) -> f64 {
+    let took = started.elapsed();
+    window.record(took, status >= 500);
+    let elapsed = took.as_secs_f64();
     metrics::counter!(
         "http_requests_total",
         "route" => route.to_string(),

@@ -5,13 +5,17 @@ pub mod api;
 pub mod metrics;
 pub mod middleware;
 pub mod telemetry;
+pub mod window;
 
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
+pub use window::{RollingWindow, Signals, WindowSnapshot};
+
 use crate::app::AppContext;
+use crate::platform::cache::Cache;
 use crate::platform::db;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -28,15 +32,24 @@ pub async fn show_health() -> HttpResponse {
         .json(json!({ "status": "ok" }))
 }
 
-/// Readiness: this replica should get traffic. Fails while shutting down
-/// (so the balancer drains it) and when the database does not answer.
-pub async fn show_readiness(ctx: web::Data<AppContext>) -> HttpResponse {
-    if ctx.shutdown.is_cancelled() {
-        return HttpResponse::ServiceUnavailable()
-            .insert_header(("cache-control", "no-store"))
-            .json(json!({ "status": "draining" }));
+/// What readiness checks: the database and the cache, each "ok",
+/// "unavailable" or "timeout".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub database: String,
+    pub cache: String,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.database == "ok" && self.cache == "ok"
     }
-    let database = match tokio::time::timeout(Duration::from_secs(2), db::ping(&ctx.db)).await {
+}
+
+/// The checks behind `/readyz` (shared with the alert rules): the database
+/// answers a ping and the cache answers a ping, each within 2 seconds.
+pub async fn check_readiness(db: &sea_orm::DatabaseConnection, cache: &dyn Cache) -> Readiness {
+    let database = match tokio::time::timeout(Duration::from_secs(2), db::ping(db)).await {
         Ok(Ok(())) => "ok".to_string(),
         Ok(Err(error)) => {
             tracing::warn!(
@@ -47,7 +60,7 @@ pub async fn show_readiness(ctx: web::Data<AppContext>) -> HttpResponse {
         }
         Err(_) => "timeout".to_string(),
     };
-    let cache = match tokio::time::timeout(Duration::from_secs(2), ctx.cache.ping()).await {
+    let cache = match tokio::time::timeout(Duration::from_secs(2), cache.ping()).await {
         Ok(Ok(())) => "ok".to_string(),
         Ok(Err(error)) => {
             tracing::warn!(error = %error, "readiness: cache check failed");
@@ -55,10 +68,23 @@ pub async fn show_readiness(ctx: web::Data<AppContext>) -> HttpResponse {
         }
         Err(_) => "timeout".to_string(),
     };
-    let ready = database == "ok" && cache == "ok";
+    Readiness { database, cache }
+}
+
+/// Readiness: this replica should get traffic. Fails while shutting down
+/// (so the balancer drains it) and when the database or the cache does
+/// not answer.
+pub async fn show_readiness(ctx: web::Data<AppContext>) -> HttpResponse {
+    if ctx.shutdown.is_cancelled() {
+        return HttpResponse::ServiceUnavailable()
+            .insert_header(("cache-control", "no-store"))
+            .json(json!({ "status": "draining" }));
+    }
+    let checks = check_readiness(&ctx.db, ctx.cache.as_ref()).await;
+    let ready = checks.ready();
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
-        "checks": { "database": database, "cache": cache, "cache_kind": ctx.cache.kind() },
+        "checks": { "database": checks.database, "cache": checks.cache, "cache_kind": ctx.cache.kind() },
         "catalog_version": ctx.catalog.snapshot().version,
     });
     let mut response = if ready {

@@ -12,7 +12,8 @@ mod repo;
 pub use model::{OrderStatus, OrderStatusError};
 pub use repo::{
     EventKey, FulfilOutcome, NewOrder, OrderFilter, OrderView, PaymentConfirmation,
-    PlaceOrderError, PlacedOrder, ShippingAddress, Transition, advance_fulfilment,
-    attach_payment_session, cancel_unpaid, find_by_id, find_by_public_id, find_by_session, fulfil,
-    list, list_for_customer, mark_payment_failed, place, public_ids, refund, sweep_expired,
+    PlaceOrderError, PlacedOrder, Sales, ShippingAddress, Transition, advance_fulfilment,
+    attach_payment_session, cancel_unpaid, count_needing_attention, find_by_id, find_by_public_id,
+    find_by_session, fulfil, list, list_for_customer, mark_payment_failed, place, public_ids,
+    refund, sales_since, sweep_expired,
 };

@@ -911,3 +911,40 @@ pub async fn find_by_id(
         shipment,
     }))
 }
+
+/// Orders paid at or after a time: how many, and their totals per currency.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sales {
+    pub orders: u64,
+    pub revenue_minor: std::collections::BTreeMap<String, i64>,
+}
+
+pub async fn sales_since(db: &DatabaseConnection, since: OffsetDateTime) -> Result<Sales, DbErr> {
+    use sea_orm::QuerySelect;
+    let paid: Vec<(i64, String)> = order::Entity::find()
+        .select_only()
+        .column(order::Column::TotalMinor)
+        .column(order::Column::Currency)
+        // Stored times are UTC; SQLite compares them as text.
+        .filter(order::Column::PaidAt.gte(since.to_offset(time::UtcOffset::UTC)))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut sales = Sales {
+        orders: paid.len() as u64,
+        ..Sales::default()
+    };
+    for (total, currency) in paid {
+        *sales.revenue_minor.entry(currency).or_default() += total;
+    }
+    Ok(sales)
+}
+
+/// Orders flagged for a person.
+pub async fn count_needing_attention(db: &DatabaseConnection) -> Result<u64, DbErr> {
+    use sea_orm::PaginatorTrait;
+    order::Entity::find()
+        .filter(order::Column::NeedsAttention.eq(true))
+        .count(db)
+        .await
+}

@@ -13,6 +13,7 @@ pub mod messaging;
 pub mod objects;
 pub mod payments;
 pub mod queue;
+pub mod upstream;
 pub mod vectors;
 
 /// An HTTP answer's `Retry-After` in seconds, if it has one.

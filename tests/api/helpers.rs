@@ -187,6 +187,8 @@ pub fn settings(database: &TestDatabase, extra: &[(&str, &str)]) -> Settings {
         ),
         // Tests step the assistant themselves (`chat.drain()`).
         ("chat.enabled".into(), "false".into()),
+        // … and the alert rules (`alerting.evaluate_once()`).
+        ("alerts.enabled".into(), "false".into()),
         ("chat.burst_window".into(), "0s".into()),
     ];
     overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));

@@ -8,6 +8,7 @@ mod accounts;
 mod admin;
 mod admin_catalog;
 mod alerts;
+mod alerts_rules;
 mod browser;
 mod cache;
 mod cart;

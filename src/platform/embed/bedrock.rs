@@ -33,6 +33,7 @@ use tokio::sync::Semaphore;
 
 use super::{EmbedError, Embedder};
 use crate::platform::aws::{self, DispatchRetry, FailureKind};
+use crate::platform::upstream::{Upstream, UpstreamSignals};
 
 /// Longest text sent, in characters. Titan v1 reads at most 8,192 tokens
 /// (v2: 8,192 tokens or 50,000 characters); 30,000 characters of prose is
@@ -91,6 +92,8 @@ pub struct BedrockEmbedder {
     permits: Arc<Semaphore>,
     max_attempts: u32,
     initial_backoff: Duration,
+    /// Throttled attempts and the last outcome, for alerts and health.
+    signals: UpstreamSignals,
 }
 
 impl std::fmt::Debug for BedrockEmbedder {
@@ -159,7 +162,14 @@ impl BedrockEmbedder {
             permits: Arc::new(Semaphore::new(config.concurrency)),
             max_attempts: config.max_attempts,
             initial_backoff: config.initial_backoff,
+            signals: UpstreamSignals::default(),
         })
+    }
+
+    /// Reports throttling and outcomes to the application's signals.
+    pub fn reporting_to(mut self, signals: UpstreamSignals) -> Self {
+        self.signals = signals;
+        self
     }
 
     /// The embedder `[embeddings]` and `[aws]` describe (whatever
@@ -222,9 +232,15 @@ impl BedrockEmbedder {
                     .await
             };
             let failure = match outcome {
-                Ok(output) => return parse_embedding(output.body().as_ref(), self.dimensions),
+                Ok(output) => {
+                    self.signals.succeeded(Upstream::BedrockEmbeddings);
+                    return parse_embedding(output.body().as_ref(), self.dimensions);
+                }
                 Err(error) => aws::classify(&error, DispatchRetry::IoAndTimeouts),
             };
+            if failure.kind == FailureKind::Throttled {
+                self.signals.throttled(Upstream::BedrockEmbeddings);
+            }
             tracing::debug!(
                 model = %self.model_id,
                 attempt,
@@ -233,9 +249,13 @@ impl BedrockEmbedder {
                 "bedrock embedding call failed"
             );
             if failure.kind == FailureKind::Permanent {
+                self.signals
+                    .failed(Upstream::BedrockEmbeddings, failure.message.clone());
                 return Err(EmbedError::Failed(failure.message));
             }
             if attempt >= self.max_attempts {
+                self.signals
+                    .failed(Upstream::BedrockEmbeddings, failure.message.clone());
                 tracing::warn!(
                     model = %self.model_id,
                     attempts = attempt,

@@ -44,6 +44,7 @@ use aws_sdk_bedrockruntime::types::{
 
 use super::{Llm, LlmError, LlmReply, LlmRequest, Role, backoff};
 use crate::platform::aws::{self, DispatchRetry, Failure, FailureKind};
+use crate::platform::upstream::{Upstream, UpstreamSignals};
 
 #[derive(Debug, Clone)]
 pub struct BedrockLlmConfig {
@@ -87,6 +88,8 @@ pub struct BedrockLlm {
     max_attempts: u32,
     initial_backoff: Duration,
     max_backoff: Duration,
+    /// Throttled attempts and the last outcome, for alerts and health.
+    signals: UpstreamSignals,
 }
 
 impl std::fmt::Debug for BedrockLlm {
@@ -131,7 +134,14 @@ impl BedrockLlm {
             max_attempts: config.max_attempts,
             initial_backoff: config.initial_backoff,
             max_backoff: config.max_backoff,
+            signals: UpstreamSignals::default(),
         })
+    }
+
+    /// Reports throttling and outcomes to the application's signals.
+    pub fn reporting_to(mut self, signals: UpstreamSignals) -> Self {
+        self.signals = signals;
+        self
     }
 
     /// The model `[llm]` and `[aws]` describe (whatever `llm.kind` says:
@@ -216,6 +226,9 @@ impl BedrockLlm {
             if failure.kind == FailureKind::Permanent {
                 return Err(LlmError::Rejected(failure.message));
             }
+            if failure.kind == FailureKind::Throttled {
+                self.signals.throttled(Upstream::BedrockModel);
+            }
             if attempt >= self.max_attempts {
                 tracing::warn!(
                     model = %self.model_id,
@@ -259,6 +272,12 @@ impl Llm for BedrockLlm {
             Err(LlmError::Rejected(_)) => "rejected",
         };
         metrics::counter!("kedai_llm_calls_total", "outcome" => label).increment(1);
+        match &outcome {
+            Ok(_) => self.signals.succeeded(Upstream::BedrockModel),
+            Err(error) => self
+                .signals
+                .failed(Upstream::BedrockModel, error.to_string()),
+        }
         metrics::histogram!("kedai_llm_seconds").record(started.elapsed().as_secs_f64());
         outcome
     }

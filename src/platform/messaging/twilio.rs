@@ -28,6 +28,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
 use super::{Accepted, Content, Transport, TransportError, WireMessage};
+use crate::platform::upstream::{Upstream, UpstreamSignals};
 
 type HmacSha1 = Hmac<Sha1>;
 
@@ -57,6 +58,7 @@ pub struct TwilioTransport {
     service: BoxCloneSyncService<Call, Reply, BoxError>,
     messages_url: String,
     from: String,
+    signals: UpstreamSignals,
 }
 
 impl TwilioTransport {
@@ -66,15 +68,18 @@ impl TwilioTransport {
         auth_token: SecretString,
         from: &str,
         timeout: Duration,
+        signals: UpstreamSignals,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()?;
         let account = account_sid.to_string();
+        let attempts = signals.clone();
         let send = tower::service_fn(move |call: Call| {
             let client = client.clone();
             let account = account.clone();
             let token = auth_token.clone();
+            let attempts = attempts.clone();
             async move {
                 let response = client
                     .post(&call.url)
@@ -83,6 +88,10 @@ impl TwilioTransport {
                     .send()
                     .await?;
                 let status = response.status().as_u16();
+                if status == 429 {
+                    // Every throttled attempt, retried inline or not.
+                    attempts.throttled(Upstream::Twilio);
+                }
                 let retry_after = crate::platform::retry_after(response.headers());
                 let body = response.text().await.unwrap_or_default();
                 Ok::<_, BoxError>(Reply {
@@ -113,6 +122,7 @@ impl TwilioTransport {
                 account_sid
             ),
             from,
+            signals,
         })
     }
 
@@ -154,11 +164,21 @@ impl Transport for TwilioTransport {
             url: self.messages_url.clone(),
             form: self.form(message),
         };
-        let reply = match self.service.clone().oneshot(call).await {
-            Ok(reply) => reply,
-            Err(error) => return Err(classify_error(error)),
+        let outcome = match self.service.clone().oneshot(call).await {
+            Ok(reply) => interpret(reply),
+            Err(error) => Err(classify_error(error)),
         };
-        interpret(reply)
+        match &outcome {
+            Ok(_) => self.signals.succeeded(Upstream::Twilio),
+            // Twilio refusing one message (a bad number, no template) says
+            // nothing about whether Twilio works; refusing our credentials
+            // (error 20003) does.
+            Err(TransportError::Rejected { code, .. }) if code.as_deref() != Some("20003") => {
+                self.signals.succeeded(Upstream::Twilio)
+            }
+            Err(error) => self.signals.failed(Upstream::Twilio, error.to_string()),
+        }
+        outcome
     }
 }
 

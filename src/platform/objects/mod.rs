@@ -181,6 +181,14 @@ impl DocumentStore {
         Ok(infos)
     }
 
+    /// A cheap reachability check for health lights: the first entry of a
+    /// listing (one request on S3; an empty store is fine).
+    pub async fn probe(&self) -> Result<(), ObjectsError> {
+        let mut listing = self.store.list(self.prefix.as_ref());
+        listing.try_next().await?;
+        Ok(())
+    }
+
     /// A document's metadata, or `None` when there is no such key.
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, ObjectsError> {
         match self.store.head(&self.path(key)?).await {
