@@ -1,4 +1,5 @@
-// The back-office's only script: keeps a conversation page live.
+// The back-office's only script, loaded by the conversation page alone:
+// keeps it live.
 // The server sends the rendered message log (escaped like the page) as an
 // `update` event whenever it changes; without JavaScript the page still
 // works, it just needs a reload.
