@@ -89,8 +89,8 @@ struct Chart {
 
 /// The chart's frame: a 640 × 200 view box (in the template), the plot
 /// inside the margins.
-const PLOT_LEFT: f64 = 56.0;
-const PLOT_RIGHT: f64 = 600.0;
+const PLOT_LEFT: f64 = 72.0;
+const PLOT_RIGHT: f64 = 590.0;
 const PLOT_TOP: f64 = 12.0;
 const PLOT_BOTTOM: f64 = 168.0;
 

@@ -234,9 +234,10 @@ fn chat_queue_oldest(queue: &QueueFigures, t: &Thresholds) -> Verdict {
         firing: oldest > t.queue_oldest,
         title: format!("Chat queue: oldest message waits {}", human(oldest)),
         text: format!(
-            "{} messages in the chat queue; the oldest has waited {} (alert above {}). \
+            "{} message{} in the chat queue; the oldest has waited {} (alert above {}). \
              Are the chat workers running?",
             queue.depth,
+            if queue.depth == 1 { "" } else { "s" },
             human(oldest),
             human(t.queue_oldest)
         ),
