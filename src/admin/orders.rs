@@ -228,8 +228,8 @@ fn notice_text(code: &str) -> Option<&'static str> {
         "refunded" => "Refunded.",
         "cancelled" => "Cancelled; the reserved stock is back on the shelf.",
         "not_applicable" => "That action does not apply to the order as it is now.",
-        "stripe_refund" => {
-            "Payments go through Stripe: refund in Stripe's dashboard, and Stripe's webhook marks the order refunded."
+        "stripe_failed" => {
+            "Stripe did not refund the payment, so nothing changed; the log has Stripe's answer."
         }
         "tracking_needed" => "Enter the tracking number to mark the order shipped.",
         _ => return None,
@@ -386,12 +386,30 @@ async fn order_action(
             }
         }
         "refund" => {
-            if ctx.settings.payments.kind == PaymentsKind::Stripe {
-                return Ok(back("stripe_refund"));
-            }
             let Some(intent) = before.order.payment_intent_id.as_deref() else {
                 return Ok(back("not_applicable"));
             };
+            let refundable = before
+                .order
+                .status
+                .parse::<OrderStatus>()
+                .is_ok_and(|s| s.can_become(OrderStatus::Refunded));
+            if !refundable {
+                return Ok(back("not_applicable"));
+            }
+            // With Stripe the money goes back first; Stripe's
+            // `charge.refunded` webhook then finds the order refunded already.
+            if ctx.settings.payments.kind == PaymentsKind::Stripe {
+                let stripe = ctx.payments.stripe().ok_or_else(|| {
+                    internal(anyhow::anyhow!(
+                        "payments.kind is stripe without a Stripe client"
+                    ))
+                })?;
+                if let Err(error) = stripe.create_refund(intent, &public_id).await {
+                    tracing::warn!(order = %public_id, error = %error, "Stripe did not refund an order");
+                    return Ok(back("stripe_failed"));
+                }
+            }
             match crate::orders::refund(&ctx.writer, None, intent, form.restock.is_some())
                 .await
                 .map_err(internal)?

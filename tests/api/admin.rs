@@ -1384,3 +1384,135 @@ async fn the_conversation_page_is_live_sqlite() {
 async fn the_conversation_page_is_live_postgres() {
     the_conversation_page_is_live(Backend::Postgres).await;
 }
+
+// ---------------------------------------------------------------------------
+// Refunds through Stripe.
+
+/// With `payments.kind = "stripe"`, staff refund an order from its page:
+/// Stripe's Refunds API is called (bearer key, the payment intent, an
+/// idempotency key per order) before the order is marked refunded; a
+/// second click does not ask Stripe again; a refusal from Stripe changes
+/// nothing and says so.
+#[tokio::test]
+async fn staff_refund_through_stripe_when_configured() {
+    use wiremock::matchers::{body_string_contains, header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let stripe = MockServer::start().await;
+    let uri = stripe.uri();
+    let Some(app) = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("payments.kind", "stripe"),
+            ("stripe.secret_key", "sk_test_kedai"),
+            ("stripe.webhook_secret", "whsec_admin_refund"),
+            ("stripe.api_base", uri.as_str()),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    admin::create(
+        &app.context.writer,
+        "staff@shop.test",
+        "",
+        Role::Staff,
+        PASSWORD,
+    )
+    .await
+    .unwrap();
+    let writer = &app.context.writer;
+    let refunded = crate::shop::paid_order(writer, &crate::shop::Buyer::silent(), 1).await;
+    let refused = crate::shop::paid_order(writer, &crate::shop::Buyer::silent(), 1).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .and(header("authorization", "Bearer sk_test_kedai"))
+        .and(header(
+            "idempotency-key",
+            format!("kedai-refund-{refunded}").as_str(),
+        ))
+        .and(body_string_contains(
+            format!("payment_intent=pi_{refunded}").as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "id": "re_test_1", "object": "refund", "status": "succeeded",
+            "payment_intent": format!("pi_{refunded}"), "amount": 26700
+        })))
+        .expect(1)
+        .mount(&stripe)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .and(body_string_contains(
+            format!("payment_intent=pi_{refused}").as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": {"type": "invalid_request_error", "code": "charge_already_refunded",
+                      "message": "Charge ch_1 has already been refunded."}
+        })))
+        .expect(1)
+        .mount(&stripe)
+        .await;
+
+    let mut staff = Browser::sign_in(&app, "staff@shop.test").await;
+    let page = staff
+        .get(&app, &format!("/admin/orders/{refunded}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("through Stripe"), "{page}");
+    let done = staff
+        .post(
+            &app,
+            &format!("/admin/orders/{refunded}/refund"),
+            &[("restock", "on")],
+        )
+        .await;
+    assert_eq!(
+        location(&done),
+        format!("/admin/orders/{refunded}?notice=refunded")
+    );
+    assert_eq!(order_status_of(&app, &refunded).await.0, "refunded");
+    // A second click: nothing to refund, Stripe is not asked again.
+    let again = staff
+        .post(&app, &format!("/admin/orders/{refunded}/refund"), &[])
+        .await;
+    assert_eq!(
+        location(&again),
+        format!("/admin/orders/{refunded}?notice=not_applicable")
+    );
+
+    let failed = staff
+        .post(&app, &format!("/admin/orders/{refused}/refund"), &[])
+        .await;
+    assert_eq!(
+        location(&failed),
+        format!("/admin/orders/{refused}?notice=stripe_failed")
+    );
+    assert_ne!(order_status_of(&app, &refused).await.0, "refunded");
+    let page = staff
+        .get(
+            &app,
+            &format!("/admin/orders/{refused}?notice=stripe_failed"),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Stripe did not refund the payment"), "{page}");
+    stripe.verify().await;
+
+    let actions: Vec<String> = admin::audit_log(&app.context.db, 20)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{} {}", e.action, e.target))
+        .collect();
+    assert!(
+        actions
+            .iter()
+            .any(|a| a.starts_with("order_refund") && a.contains(&refunded)),
+        "{actions:?}"
+    );
+}

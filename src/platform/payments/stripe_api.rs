@@ -45,6 +45,14 @@ pub struct CreatedSession {
     pub url: String,
 }
 
+/// A refund Stripe accepted (`succeeded`, or `pending` while the bank
+/// confirms; either way the money is on its way back).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CreatedRefund {
+    pub id: String,
+    pub status: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct RetrievedSession {
     pub id: String,
@@ -142,6 +150,28 @@ impl StripeClient {
             self.http
                 .get(format!("{}/v1/checkout/sessions/{id}", self.api_base))
                 .bearer_auth(self.secret_key.expose_secret())
+        })
+        .await
+    }
+
+    /// Refunds a payment in full. The idempotency key is the order's, so
+    /// a retry, a second click or a second admin refunds once.
+    pub async fn create_refund(
+        &self,
+        payment_intent: &str,
+        order_reference: &str,
+    ) -> Result<CreatedRefund, StripeError> {
+        let form = [
+            ("payment_intent", payment_intent),
+            ("metadata[order_id]", order_reference),
+        ];
+        let idempotency_key = format!("kedai-refund-{order_reference}");
+        self.send(|| {
+            self.http
+                .post(format!("{}/v1/refunds", self.api_base))
+                .bearer_auth(self.secret_key.expose_secret())
+                .header("Idempotency-Key", &idempotency_key)
+                .form(&form)
         })
         .await
     }
