@@ -18,7 +18,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
     Backend, Browser, TestApp, TestDatabase, between, spawn_app_with, spawn_on, unescape,
-    visitor_cookie,
 };
 use crate::shop::{Buyer, drain, paid_order};
 
@@ -385,41 +384,6 @@ async fn twilio_throttling_fires_the_throttling_rule_postgres() {
     twilio_throttling_fires_the_throttling_rule(Backend::Postgres).await;
 }
 
-/// A signed-in shopper's cookies.
-async fn shopper_cookies(app: &TestApp) -> String {
-    let response = app.get("/account/signup").await;
-    let visitor = visitor_cookie(&response).unwrap();
-    let html = response.text().await.unwrap();
-    let csrf = between(&html, "name=\"csrf_token\" value=\"", "\"")[0].to_string();
-    let response = app
-        .client
-        .post(format!("{}/account/signup", app.address))
-        .header("Cookie", &visitor)
-        .form(&[
-            ("csrf_token", csrf.as_str()),
-            ("name", "Siti"),
-            ("email", "siti@example.com"),
-            ("phone", ""),
-            ("password", "a long shopper password"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 303);
-    let session = response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .find(|v| v.starts_with("kedai_session="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    format!("{visitor}; {session}")
-}
-
 /// The dashboard: today's figures, the 30-day chart (inline SVG, a bar per
 /// day, escaped labels), the operations tiles and a light per adapter;
 /// anonymous visitors sign in first, shoppers are refused.
@@ -433,7 +397,7 @@ async fn the_dashboard_draws_the_chart_and_every_health_light(backend: Backend) 
         assert_eq!(response.status(), 303, "{path}");
         assert_eq!(response.headers()["location"], "/admin/login", "{path}");
     }
-    let shopper = shopper_cookies(&app).await;
+    let shopper = crate::admin::shopper_session(&app).await;
     for path in ["/admin", "/admin/alerts"] {
         let response = app
             .client
