@@ -21,7 +21,6 @@ use crate::helpers::{
 };
 use crate::shop::{Buyer, drain, paid_order};
 
-const PASSWORD: &str = "correct horse battery";
 const RULE: &str = "orders_need_attention";
 
 /// Keeps every alert it is handed, in order.
@@ -89,23 +88,10 @@ async fn add_admins(app: &TestApp) {
         ("owner@shop.test", Role::Owner),
         ("support@shop.test", Role::Support),
     ] {
-        admin::create(&app.context.writer, email, "", role, PASSWORD)
+        admin::create(&app.context.writer, email, "", role, crate::admin::PASSWORD)
             .await
             .unwrap();
     }
-}
-
-async fn sign_in(app: &TestApp, email: &str) -> Browser {
-    let mut browser = Browser::open_at(app, "/admin/login", "kedai_admin").await;
-    let response = browser
-        .post(
-            app,
-            "/admin/login",
-            &[("email", email), ("password", PASSWORD)],
-        )
-        .await;
-    assert_eq!(response.status(), 303, "{email} signs in");
-    browser
 }
 
 async fn page_of(browser: &Browser, app: &TestApp, path: &str) -> String {
@@ -169,7 +155,7 @@ async fn a_rule_opens_one_alert_across_replicas_and_resolves(backend: Backend) {
     assert_eq!(firing[0].link.as_deref(), Some(link.as_str()));
 
     // The alerts page lists it as open, for any admin.
-    let support = sign_in(&first, "support@shop.test").await;
+    let support = Browser::sign_in(&first, "support@shop.test").await;
     let html = page_of(&support, &first, "/admin/alerts").await;
     let open_table = between(&html, "id=\"open-alerts\"", "</table>");
     assert_eq!(open_table.len(), 1, "{html}");
@@ -365,7 +351,7 @@ async fn twilio_throttling_fires_the_throttling_rule(backend: Backend) {
     assert!(!next.firing.contains(&"upstream_throttling"));
     assert!(!next.resolved.contains(&"upstream_throttling"));
 
-    let owner = sign_in(&app, "owner@shop.test").await;
+    let owner = Browser::sign_in(&app, "owner@shop.test").await;
     let html = page_of(&owner, &app, "/admin").await;
     let health = between(&html, "id=\"health\"", "</ul>")[0];
     assert!(
@@ -414,7 +400,7 @@ async fn the_dashboard_draws_the_chart_and_every_health_light(backend: Backend) 
     paid_order(&app.context.writer, &Buyer::silent(), 2).await;
     drain(&app).await;
 
-    let support = sign_in(&app, "support@shop.test").await;
+    let support = Browser::sign_in(&app, "support@shop.test").await;
     let html = page_of(&support, &app, "/admin").await;
     let today = between(&html, "id=\"today\"", "<h2>")[0];
     assert!(
