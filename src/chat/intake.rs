@@ -31,8 +31,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::sea_query::{Expr, OnConflict, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::sea_query::{Expr, InsertStatement, OnConflict, Query, SubQueryStatement};
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, QueryTrait};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
@@ -177,121 +177,44 @@ pub fn parse_job(body: &str) -> Option<i64> {
 }
 
 impl Batcher {
+    /// Stores a batch in one transaction, sent as two groups of statements
+    /// (see [`crate::platform::db::Batch`]): first the conversations, the
+    /// messages and the contacts, whose inserted messages come back; then,
+    /// knowing which messages are new, the notices and the queue jobs,
+    /// with the commit.
     async fn write(&self, jobs: &[Job]) -> Result<Vec<Stored>, DbErr> {
         let now = OffsetDateTime::now_utc();
+        let backend = self.writer.db.get_database_backend();
         let database_queue = self.queue.as_database();
-        let (txn, permit) = self.writer.begin().await?;
 
-        // The conversations, one upsert for every identity in the batch.
+        // Each MessageSid once: the first of a batch's copies is the one
+        // stored (the others, and any stored before, are duplicates).
+        let mut seen = HashSet::new();
+        let firsts: Vec<&Job> = jobs
+            .iter()
+            .filter(|job| seen.insert(job.message.message_sid.as_str()))
+            .collect();
         let mut identities: BTreeMap<&str, &InboundMessage> = BTreeMap::new();
         for job in jobs {
             identities.insert(job.message.from.key(), &job.message);
         }
-        let mut upsert = Query::insert();
-        upsert
-            .into_table(conversation::Entity)
-            .columns([
-                conversation::Column::Identity,
-                conversation::Column::Phone,
-                conversation::Column::ProfileName,
-                conversation::Column::State,
-                conversation::Column::Dissatisfaction,
-                conversation::Column::LastInboundAt,
-                conversation::Column::LastMessageAt,
-                conversation::Column::CreatedAt,
-            ])
-            .on_conflict(
-                OnConflict::column(conversation::Column::Identity)
-                    .update_columns([
-                        conversation::Column::LastInboundAt,
-                        conversation::Column::LastMessageAt,
-                    ])
-                    .value(
-                        conversation::Column::ProfileName,
-                        Expr::cust("COALESCE(excluded.profile_name, conversations.profile_name)"),
-                    )
-                    .to_owned(),
-            )
-            .returning(
-                Query::returning()
-                    .columns([conversation::Column::Id, conversation::Column::Identity]),
-            );
-        for (identity, message) in &identities {
-            upsert.values_panic([
-                (*identity).into(),
-                message.from.phone().map(str::to_string).into(),
-                message.profile_name.clone().into(),
-                "bot".into(),
-                0i32.into(),
-                Some(now).into(),
-                now.into(),
-                now.into(),
-            ]);
-        }
-        let mut conversation_ids: HashMap<String, i64> = HashMap::new();
-        for row in txn.query_all(&upsert).await? {
-            let id: i64 = row.try_get("", "id")?;
-            let identity: String = row.try_get("", "identity")?;
-            conversation_ids.insert(identity, id);
-        }
+        let queued = |admission: Admission| {
+            database_queue.is_some() && matches!(admission, Admission::Answer)
+        };
+        let first_group = [
+            backend.build(&conversations_upsert(&identities, now)),
+            backend.build(&messages_insert(&firsts, now, queued)),
+            backend.build(&contacts_upsert(&identities, now)),
+        ];
 
-        // The messages, once per MessageSid.
-        let mut seen = HashSet::new();
-        let mut insert = Query::insert();
-        insert
-            .into_table(message::Entity)
-            .columns([
-                message::Column::ConversationId,
-                message::Column::Role,
-                message::Column::Kind,
-                message::Column::Body,
-                message::Column::MessageSid,
-                message::Column::Status,
-                message::Column::Queued,
-                message::Column::Media,
-                message::Column::CreatedAt,
-            ])
-            .on_conflict(
-                OnConflict::column(message::Column::MessageSid)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .returning(
-                Query::returning().columns([message::Column::Id, message::Column::MessageSid]),
-            );
-        let mut any = false;
-        for job in jobs {
-            let message = &job.message;
-            if !seen.insert(message.message_sid.as_str()) {
-                continue;
-            }
-            any = true;
-            let conversation_id = conversation_ids[message.from.key()];
-            let status = match job.admission {
-                Admission::Answer => "received",
-                Admission::Limited { .. } => "limited",
-            };
-            let media = (!message.media.is_empty())
-                .then(|| serde_json::to_string(&message.media).unwrap_or_default());
-            insert.values_panic([
-                conversation_id.into(),
-                "user".into(),
-                "text".into(),
-                message.text().to_string().into(),
-                message.message_sid.clone().into(),
-                status.into(),
-                (database_queue.is_some() && status == "received").into(),
-                media.into(),
-                now.into(),
-            ]);
-        }
-        let mut new_ids: HashMap<String, i64> = HashMap::new();
-        if any {
-            for row in txn.query_all(&insert).await? {
-                let id: i64 = row.try_get("", "id")?;
-                let sid: String = row.try_get("", "message_sid")?;
-                new_ids.insert(sid, id);
-            }
+        let mut batch = self.writer.batch().await?;
+        let rows = batch.run(&first_group).await?;
+        let mut new_messages: HashMap<String, (i64, i64)> = HashMap::new();
+        for row in &rows[1] {
+            let id: i64 = row.try_get("", "id")?;
+            let conversation_id: i64 = row.try_get("", "conversation_id")?;
+            let sid: String = row.try_get("", "message_sid")?;
+            new_messages.insert(sid, (conversation_id, id));
         }
 
         // Outcomes, notices and jobs.
@@ -301,9 +224,8 @@ impl Batcher {
         let mut claimed = HashSet::new();
         for job in jobs {
             let sid = job.message.message_sid.as_str();
-            let conversation_id = conversation_ids[job.message.from.key()];
-            match new_ids.get(sid) {
-                Some(&message_id) if claimed.insert(sid) => {
+            match new_messages.get(sid) {
+                Some(&(conversation_id, message_id)) if claimed.insert(sid) => {
                     match job.admission {
                         Admission::Answer => to_queue.push(conversation_id),
                         Admission::Limited { notice: true } => {
@@ -326,45 +248,21 @@ impl Batcher {
                 _ => outcomes.push(Stored::Duplicate),
             }
         }
-        if !notices.is_empty() {
-            message::Entity::insert_many(notices)
-                .exec_without_returning(&txn)
-                .await?;
-        }
-
-        // WhatsApp's customer-service window opens with each message.
-        let mut contacts = Query::insert();
-        contacts
-            .into_table(contact::Entity)
-            .columns([
-                contact::Column::Phone,
-                contact::Column::LastInboundAt,
-                contact::Column::UpdatedAt,
-            ])
-            .on_conflict(
-                OnConflict::column(contact::Column::Phone)
-                    .update_columns([contact::Column::LastInboundAt, contact::Column::UpdatedAt])
-                    .to_owned(),
-            );
-        for identity in identities.keys() {
-            contacts.values_panic([(*identity).into(), Some(now).into(), now.into()]);
-        }
-        txn.execute(&contacts).await?;
-
         to_queue.sort_unstable();
         to_queue.dedup();
         let jobs_to_send: Vec<(String, Option<String>)> =
             to_queue.iter().map(|&id| job_body(id)).collect();
+
+        let mut last_group = Vec::new();
+        if !notices.is_empty() {
+            last_group.push(message::Entity::insert_many(notices).build(backend));
+        }
         if let Some(queue) = database_queue
             && !jobs_to_send.is_empty()
         {
-            queue
-                .send_in(&txn, &jobs_to_send, self.burst_window)
-                .await
-                .map_err(|error| DbErr::Custom(error.to_string()))?;
+            last_group.extend(queue.send_statements(&jobs_to_send, self.burst_window));
         }
-        txn.commit().await?;
-        drop(permit);
+        batch.commit(&last_group).await?;
 
         if let Some(queue) = database_queue {
             queue.committed();
@@ -372,7 +270,7 @@ impl Batcher {
             // SQS: after the commit; the relay covers a failure here.
             match self.queue.send_batch(&jobs_to_send).await {
                 Ok(_) => {
-                    let ids: Vec<i64> = new_ids.values().copied().collect();
+                    let ids: Vec<i64> = new_messages.values().map(|&(_, id)| id).collect();
                     mark_queued(&self.writer, &ids).await?;
                 }
                 Err(error) => {
@@ -382,6 +280,138 @@ impl Batcher {
         }
         Ok(outcomes)
     }
+}
+
+/// Every identity's conversation, created or touched.
+fn conversations_upsert(
+    identities: &BTreeMap<&str, &InboundMessage>,
+    now: OffsetDateTime,
+) -> InsertStatement {
+    let mut upsert = Query::insert();
+    upsert
+        .into_table(conversation::Entity)
+        .columns([
+            conversation::Column::Identity,
+            conversation::Column::Phone,
+            conversation::Column::ProfileName,
+            conversation::Column::State,
+            conversation::Column::Dissatisfaction,
+            conversation::Column::LastInboundAt,
+            conversation::Column::LastMessageAt,
+            conversation::Column::CreatedAt,
+        ])
+        .on_conflict(
+            OnConflict::column(conversation::Column::Identity)
+                .update_columns([
+                    conversation::Column::LastInboundAt,
+                    conversation::Column::LastMessageAt,
+                ])
+                .value(
+                    conversation::Column::ProfileName,
+                    Expr::cust("COALESCE(excluded.profile_name, conversations.profile_name)"),
+                )
+                .to_owned(),
+        );
+    for (identity, message) in identities {
+        upsert.values_panic([
+            (*identity).into(),
+            message.from.phone().map(str::to_string).into(),
+            message.profile_name.clone().into(),
+            "bot".into(),
+            0i32.into(),
+            Some(now).into(),
+            now.into(),
+            now.into(),
+        ]);
+    }
+    upsert
+}
+
+/// The messages, each under its conversation (looked up by identity in
+/// the same statement, so it needs nothing back from the upsert), once per
+/// `MessageSid`; returns the ones inserted.
+fn messages_insert(
+    firsts: &[&Job],
+    now: OffsetDateTime,
+    queued: impl Fn(Admission) -> bool,
+) -> InsertStatement {
+    let mut insert = Query::insert();
+    insert
+        .into_table(message::Entity)
+        .columns([
+            message::Column::ConversationId,
+            message::Column::Role,
+            message::Column::Kind,
+            message::Column::Body,
+            message::Column::MessageSid,
+            message::Column::Status,
+            message::Column::Queued,
+            message::Column::Media,
+            message::Column::CreatedAt,
+        ])
+        .on_conflict(
+            OnConflict::column(message::Column::MessageSid)
+                .do_nothing()
+                .to_owned(),
+        )
+        .returning(Query::returning().columns([
+            message::Column::Id,
+            message::Column::ConversationId,
+            message::Column::MessageSid,
+        ]));
+    for job in firsts {
+        let message = &job.message;
+        let status = match job.admission {
+            Admission::Answer => "received",
+            Admission::Limited { .. } => "limited",
+        };
+        let media = (!message.media.is_empty())
+            .then(|| serde_json::to_string(&message.media).unwrap_or_default());
+        let conversation_id: Expr = SubQueryStatement::from(
+            Query::select()
+                .column(conversation::Column::Id)
+                .from(conversation::Entity)
+                .and_where(conversation::Column::Identity.eq(message.from.key()))
+                .to_owned(),
+        )
+        .into();
+        insert.values_panic([
+            conversation_id,
+            "user".into(),
+            "text".into(),
+            message.text().to_string().into(),
+            message.message_sid.clone().into(),
+            status.into(),
+            queued(job.admission).into(),
+            media.into(),
+            now.into(),
+        ]);
+    }
+    insert
+}
+
+/// WhatsApp's customer-service window opens with each message.
+fn contacts_upsert(
+    identities: &BTreeMap<&str, &InboundMessage>,
+    now: OffsetDateTime,
+) -> InsertStatement {
+    let mut contacts = Query::insert();
+    contacts
+        .into_table(contact::Entity)
+        .columns([
+            contact::Column::Phone,
+            contact::Column::LastInboundAt,
+            contact::Column::UpdatedAt,
+        ])
+        .on_conflict(
+            OnConflict::column(contact::Column::Phone)
+                .update_columns([contact::Column::LastInboundAt, contact::Column::UpdatedAt])
+                .to_owned(),
+        );
+    for identity in identities.keys() {
+        contacts.values_panic([(*identity).into(), Some(now).into(), now.into()]);
+    }
+    contacts
 }
 
 async fn mark_queued(writer: &Writer, ids: &[i64]) -> Result<(), DbErr> {

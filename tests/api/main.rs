@@ -18,6 +18,7 @@ mod checkout;
 mod cli;
 mod converse;
 mod crash;
+mod db;
 mod events;
 mod integrations;
 mod kb_adapters;

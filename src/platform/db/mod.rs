@@ -13,12 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::TryStreamExt;
 use kedai_migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::pool::PoolConnection;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::sqlx::{Either, Executor, Sqlite};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, Statement, TransactionTrait,
+    DbErr, QueryResult, Statement, TransactionTrait,
 };
+use sea_query_sqlx::SqlxValues;
 use secrecy::ExposeSecret;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -45,11 +49,18 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConn
             .busy_timeout(busy_timeout)
             .foreign_keys(true)
             .create_if_missing(true)
+            // Rows travel from SQLite's thread in a bounded channel; a
+            // batch's RETURNING rows (up to 256) fit without the thread
+            // waiting for the reader.
+            .row_buffer_size(ROW_BUFFER_SIZE)
     });
     Database::connect(options)
         .await
         .with_context(|| format!("could not connect to the {:?} database", settings.kind))
 }
+
+/// Rows SQLite's thread may hand over before the reader takes them.
+const ROW_BUFFER_SIZE: usize = 512;
 
 /// Key of the PostgreSQL advisory lock that serialises migrations, so
 /// replicas starting together do not race to create the same tables.
@@ -143,6 +154,184 @@ impl Writer {
         let txn = self.db.begin().await?;
         Ok((txn, permit))
     }
+
+    /// Begins a [`Batch`]: a write transaction for a hot path that sends
+    /// its statements in as few trips to the database as it can.
+    pub async fn batch(&self) -> Result<Batch, DbErr> {
+        let permit = self.permit().await;
+        let connection = match self.db.get_database_backend() {
+            DbBackend::Sqlite => BatchConnection::Sqlite(SqliteBatch {
+                connection: self
+                    .db
+                    .get_sqlite_connection_pool()
+                    .acquire()
+                    .await
+                    .map_err(|error| DbErr::Conn(sqlx_error(error)))?,
+                open: false,
+            }),
+            _ => BatchConnection::Other(self.db.begin().await?),
+        };
+        Ok(Batch {
+            connection,
+            _permit: permit,
+        })
+    }
+}
+
+/// A write transaction whose statements go to the database a group at a
+/// time: [`Batch::run`] sends a group and returns each statement's rows,
+/// [`Batch::commit`] sends the last group together with the commit.
+///
+/// On SQLite every call into sqlx is a hand-off to the connection's own
+/// thread and back, and `BEGIN` and `COMMIT` are two hand-offs each; on a
+/// busy machine every hand-off waits to be scheduled. A batch therefore
+/// sends `BEGIN IMMEDIATE` with its first group, `COMMIT` with its last,
+/// and each group as one multi-statement call: one hand-off per group.
+/// (sqlx's SQLite driver binds `?` parameters across the statements of one
+/// call in order; the intake's tests exercise it.) Elsewhere it is an
+/// ordinary transaction that runs the statements one by one.
+///
+/// Dropped without a commit, it rolls back; on SQLite a connection that
+/// may still hold an open transaction is closed rather than pooled.
+pub struct Batch {
+    connection: BatchConnection,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+enum BatchConnection {
+    Sqlite(SqliteBatch),
+    Other(DatabaseTransaction),
+}
+
+struct SqliteBatch {
+    connection: PoolConnection<Sqlite>,
+    /// `BEGIN` was sent and neither `COMMIT` nor `ROLLBACK` finished.
+    open: bool,
+}
+
+impl Batch {
+    /// Runs the statements in order inside the transaction; returns the
+    /// rows each one returned.
+    pub async fn run(&mut self, statements: &[Statement]) -> Result<Vec<Vec<QueryResult>>, DbErr> {
+        self.send(statements, false).await
+    }
+
+    /// Runs the statements, then commits; returns the rows each returned.
+    pub async fn commit(
+        mut self,
+        statements: &[Statement],
+    ) -> Result<Vec<Vec<QueryResult>>, DbErr> {
+        let rows = self.send(statements, true).await?;
+        if let BatchConnection::Other(txn) = self.connection {
+            txn.commit().await?;
+        }
+        Ok(rows)
+    }
+
+    async fn send(
+        &mut self,
+        statements: &[Statement],
+        commit: bool,
+    ) -> Result<Vec<Vec<QueryResult>>, DbErr> {
+        match &mut self.connection {
+            BatchConnection::Sqlite(batch) => {
+                let begin = !batch.open;
+                batch.open = true;
+                let result = run_sqlite(&mut batch.connection, statements, begin, commit).await;
+                match result {
+                    Ok(rows) => {
+                        batch.open = !commit;
+                        Ok(rows)
+                    }
+                    Err(error) => {
+                        if (&mut *batch.connection).execute("ROLLBACK").await.is_ok() {
+                            batch.open = false;
+                        }
+                        Err(error)
+                    }
+                }
+            }
+            BatchConnection::Other(txn) => {
+                let mut rows = Vec::with_capacity(statements.len());
+                for statement in statements {
+                    rows.push(txn.query_all_raw(statement.clone()).await?);
+                }
+                Ok(rows)
+            }
+        }
+    }
+}
+
+impl Drop for SqliteBatch {
+    fn drop(&mut self) {
+        if self.open {
+            // Not committed and not known to be rolled back: closing the
+            // connection ends its transaction; pooling it would not.
+            self.connection.close_on_drop();
+        }
+    }
+}
+
+/// One multi-statement call: `BEGIN IMMEDIATE` first when `begin`, the
+/// statements, `COMMIT` last when `commit`. Splits the rows by statement:
+/// SQLite reports the end of every statement, rows or none.
+async fn run_sqlite(
+    connection: &mut PoolConnection<Sqlite>,
+    statements: &[Statement],
+    begin: bool,
+    commit: bool,
+) -> Result<Vec<Vec<QueryResult>>, DbErr> {
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    if begin {
+        sql.push_str("BEGIN IMMEDIATE;\n");
+    }
+    for statement in statements {
+        sql.push_str(&statement.sql);
+        sql.push_str(";\n");
+        if let Some(bound) = &statement.values {
+            values.extend(bound.0.iter().cloned());
+        }
+    }
+    if commit {
+        sql.push_str("COMMIT;\n");
+    }
+    let query = sea_orm::sqlx::query_with(
+        sea_orm::sqlx::AssertSqlSafe(sql),
+        SqlxValues(sea_orm::sea_query::Values(values)),
+    );
+    let mut stream = (&mut **connection).fetch_many(query);
+    let mut ends = 0usize;
+    let skip = usize::from(begin);
+    let mut rows: Vec<Vec<QueryResult>> = statements.iter().map(|_| Vec::new()).collect();
+    while let Some(step) = stream
+        .try_next()
+        .await
+        .map_err(|error| DbErr::Query(sqlx_error(error)))?
+    {
+        match step {
+            Either::Left(_) => ends += 1,
+            Either::Right(row) => {
+                let Some(slot) = ends.checked_sub(skip).and_then(|i| rows.get_mut(i)) else {
+                    return Err(DbErr::Custom(format!(
+                        "a row came back outside the batch's statements (after {ends} ends)"
+                    )));
+                };
+                slot.push(row.into());
+            }
+        }
+    }
+    let expected = skip + statements.len() + usize::from(commit);
+    if ends != expected {
+        return Err(DbErr::Custom(format!(
+            "the batch ran {ends} of its {expected} statements"
+        )));
+    }
+    Ok(rows)
+}
+
+fn sqlx_error(error: sea_orm::sqlx::Error) -> sea_orm::RuntimeErr {
+    sea_orm::RuntimeErr::SqlxError(Arc::new(error))
 }
 
 /// Connection pool figures for `/metrics`.

@@ -149,36 +149,33 @@ impl DatabaseQueue {
         (id, row)
     }
 
-    /// Enqueues messages inside the caller's transaction, visible after
-    /// `delay`: they exist exactly when the transaction commits. Call
+    /// The statements that enqueue messages inside the caller's
+    /// [`Batch`](crate::platform::db::Batch), visible after `delay`: the
+    /// messages exist exactly when the batch commits. Call
     /// [`DatabaseQueue::committed`] after the commit to wake receivers.
-    pub async fn send_in<C: sea_orm::ConnectionTrait>(
+    pub fn send_statements(
         &self,
-        conn: &C,
         messages: &[(String, Option<String>)],
         delay: Duration,
-    ) -> Result<Vec<String>, QueueError> {
+    ) -> Vec<sea_orm::Statement> {
         let now = OffsetDateTime::now_utc();
         let visible_at = now + delay;
-        let (ids, rows): (Vec<String>, Vec<entity::ActiveModel>) = messages
+        let backend = self.writer.db.get_database_backend();
+        let rows: Vec<entity::ActiveModel> = messages
             .iter()
             .map(|(body, group)| {
-                let (id, mut row) = self.new_row(body, group.as_deref(), now);
+                let (_, mut row) = self.new_row(body, group.as_deref(), now);
                 row.visible_at = Set(visible_at);
-                (id, row)
+                row
             })
-            .unzip();
-        for chunk in rows.chunks(100) {
-            Entity::insert_many(chunk.to_vec())
-                .exec_without_returning(conn)
-                .await?;
-        }
-        Ok(ids)
+            .collect();
+        rows.chunks(100)
+            .map(|chunk| Entity::insert_many(chunk.to_vec()).build(backend))
+            .collect()
     }
 
-    /// Wakes this process's waiting receivers after a [`send_in`] commit.
-    ///
-    /// [`send_in`]: DatabaseQueue::send_in
+    /// Wakes this process's waiting receivers after a
+    /// [`send_statements`](DatabaseQueue::send_statements) commit.
     pub fn committed(&self) {
         self.arrivals.notify_waiters();
     }
