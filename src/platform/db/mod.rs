@@ -188,8 +188,9 @@ impl Writer {
 /// sends `BEGIN IMMEDIATE` with its first group, `COMMIT` with its last,
 /// and each group as one multi-statement call: one hand-off per group.
 /// (sqlx's SQLite driver binds `?` parameters across the statements of one
-/// call in order; the intake's tests exercise it.) Elsewhere it is an
-/// ordinary transaction that runs the statements one by one.
+/// call in order, a behaviour it calls deprecated; `tests/api/db.rs` checks
+/// it.) Elsewhere it is an ordinary transaction that runs the statements
+/// one by one.
 ///
 /// Dropped without a commit, it rolls back; on SQLite a connection that
 /// may still hold an open transaction is closed rather than pooled.
