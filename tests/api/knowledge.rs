@@ -370,7 +370,7 @@ async fn the_operations_api_searches_uploads_and_deletes(backend: Backend) {
         .json()
         .await
         .unwrap();
-    assert_eq!(listed["embedder"], "local-hash-v2-1024");
+    assert_eq!(listed["embedder"], "local-hash-v3-1024");
     assert_eq!(listed["vector_store"], "embedded");
     let statuses: Vec<(String, String)> = listed["documents"]
         .as_array()
@@ -476,7 +476,7 @@ async fn a_new_embedder_re_embeds_instead_of_mixing(backend: Backend) {
         .await
         .unwrap();
     assert!(
-        spaces.iter().any(|(space, _)| space == "local-hash-v2-256"),
+        spaces.iter().any(|(space, _)| space == "local-hash-v3-256"),
         "{spaces:?}"
     );
     assert_eq!(
@@ -492,7 +492,7 @@ async fn a_new_embedder_re_embeds_instead_of_mixing(backend: Backend) {
     // The index file on disk is of the new space, and loads back.
     let reloaded = kedai::platform::vectors::EmbeddedIndex::load(
         &index.path().join("knowledge.index"),
-        "local-hash-v2-256",
+        "local-hash-v3-256",
         256,
     )
     .unwrap()
@@ -599,17 +599,27 @@ async fn a_fresh_install_ingests_the_demo_knowledge_base_in_the_background() {
     assert!(!hits.is_empty());
 }
 
-/// The retrieval-quality floor on the shipped labelled set: hybrid search
+/// The retrieval-quality floor on the shipped labelled sets: hybrid search
 /// with the embedded embedder beats keyword-only search and keeps the
-/// recall@5 it had when this was written (0.689; the target of
-/// 0.90 is not reached, see docs/PERFORMANCE.md), so a change that makes
-/// retrieval worse fails here.
+/// recall@5 it had when this was written (0.700 on `demo/kb-eval`, 0.651 on
+/// the held-out `demo/kb-eval-holdout`; the target of 0.90 is not
+/// reached, see docs/PERFORMANCE.md), so a change that makes retrieval
+/// worse fails here.
 #[tokio::test]
 async fn hybrid_retrieval_meets_the_quality_target_on_the_demo_set() {
+    hybrid_retrieval_keeps_its_level("demo/kb-eval", 210, 0.69).await;
+}
+
+#[tokio::test]
+async fn hybrid_retrieval_keeps_its_level_on_the_held_out_questions() {
+    hybrid_retrieval_keeps_its_level("demo/kb-eval-holdout", 120, 0.64).await;
+}
+
+async fn hybrid_retrieval_keeps_its_level(folder: &str, questions: usize, floor: f64) {
     use kedai::knowledge::eval::{BeirSet, Evaluation, Split};
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/kb-eval");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let set = BeirSet::load(&dir).unwrap();
-    assert!(set.queries.len() >= 120, "{} questions", set.queries.len());
+    assert_eq!(set.queries.len(), questions);
     let settings = kedai::config::Settings::load(&kedai::config::ConfigSources::default()).unwrap();
     let embedder: Arc<dyn Embedder> = Arc::new(HashingEmbedder::new(
         settings.embeddings.local_dimensions as usize,
@@ -626,12 +636,12 @@ async fn hybrid_retrieval_meets_the_quality_target_on_the_demo_set() {
         .await
         .unwrap();
     println!(
-        "keyword recall@5 {:.3}, hybrid recall@5 {:.3}, hybrid MRR@10 {:.3}",
+        "{folder}: keyword recall@5 {:.3}, hybrid recall@5 {:.3}, hybrid MRR@10 {:.3}",
         keyword.recall_5, hybrid.recall_5, hybrid.mrr_10
     );
     assert!(
-        hybrid.recall_5 >= 0.68,
-        "hybrid recall@5 {:.3}",
+        hybrid.recall_5 >= floor,
+        "{folder}: hybrid recall@5 {:.3}",
         hybrid.recall_5
     );
     assert!(hybrid.recall_5 > keyword.recall_5 + 0.1);
