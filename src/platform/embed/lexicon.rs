@@ -366,8 +366,8 @@ pub fn concept_count() -> usize {
     GROUPS.len()
 }
 
-/// The concepts that `words` (lower case, in order) touch, each once per
-/// matching word or two-word phrase, by name.
+/// The concepts that `words` touch, by name (for the tests to read).
+#[cfg(test)]
 pub fn concepts(words: &[String]) -> Vec<&'static str> {
     concept_ids(words)
         .into_iter()
@@ -375,9 +375,10 @@ pub fn concepts(words: &[String]) -> Vec<&'static str> {
         .collect()
 }
 
-/// The same, as positions among the groups (`0..concept_count()`). A word
-/// no group names is looked up by its Malay or Indonesian roots too
-/// ("dihantar" → "hantar").
+/// The concepts that `words` (lower case, in order) touch, each once per
+/// matching word or two-word phrase, as positions among the groups
+/// (`0..concept_count()`). A word no group names is looked up by its Malay
+/// or Indonesian roots too ("dihantar" → "hantar").
 pub fn concept_ids(words: &[String]) -> Vec<usize> {
     let table = table();
     let mut out = Vec::new();
